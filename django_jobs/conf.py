@@ -1,0 +1,69 @@
+"""One typed settings object, read lazily from settings.DJANGO_JOBS and reset on setting_changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """The DJANGO_JOBS setting with its defaults; every module reads settings from here."""
+
+    DATABASE: str = "default"  # alias of the database that holds the job tables
+    DEFAULT_QUEUE: str = "default"
+    DEFAULT_MAX_ATTEMPTS: int = 3
+    POLL_INTERVAL: float = 1.0  # seconds a worker sleeps when it knows of no due job
+    LOCK_LIFETIME: float = 30.0  # seconds; the heartbeat extends running jobs' locks
+    HEARTBEAT_INTERVAL: float | None = None  # seconds; None = a third of LOCK_LIFETIME
+    GRACE_PERIOD: float = 30.0  # seconds running jobs get to finish after SIGTERM
+    BACKOFF_BASE: float = 10.0  # seconds before the first retry; doubles each attempt
+    BACKOFF_MAX: float = 3600.0  # seconds; the longest wait between retries
+    BACKOFF_JITTER: float = 0.1  # fraction of the delay added at random, 0 to disable
+    STALE_WORKER_AFTER: float | None = None  # seconds; None = 3 x LOCK_LIFETIME
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.HEARTBEAT_INTERVAL or self.LOCK_LIFETIME / 3
+
+    @property
+    def stale_worker_after(self) -> float:
+        return self.STALE_WORKER_AFTER or 3 * self.LOCK_LIFETIME
+
+
+_cached: JobsSettings | None = None
+KNOWN_KEYS = frozenset(f.name for f in fields(JobsSettings))
+
+
+def raw_settings() -> dict[str, Any]:
+    """The DJANGO_JOBS dict as the project wrote it."""
+    value = getattr(django_settings, "DJANGO_JOBS", {})
+    return value if isinstance(value, dict) else {}
+
+
+def get_settings() -> JobsSettings:
+    """The current settings; unknown keys are ignored here and reported by the system check."""
+    global _cached
+    if _cached is None:
+        raw = raw_settings()
+        _cached = JobsSettings(**{k: v for k, v in raw.items() if k in KNOWN_KEYS})
+    return _cached
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    global _cached
+    if setting == "DJANGO_JOBS":
+        _cached = None
+
+
+class _LazySettings:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_settings(), name)
+
+
+settings: JobsSettings = _LazySettings()  # type: ignore[assignment]

@@ -1,0 +1,121 @@
+"""`manage.py runjobs`: parse and check the options, then hand over to Worker.run()."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_jobs.conf import settings
+from django_jobs.worker import Worker
+
+
+def _positive_int(option: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0 or str(value) != text.strip():
+            raise argparse.ArgumentTypeError(
+                f"{option} must be a whole number of 1 or more, not {text!r}."
+            )
+        return value
+
+    return parse
+
+
+def _positive_float(option: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(
+                f"{option} must be a number of seconds above 0, not {text!r}."
+            )
+        return value
+
+    return parse
+
+
+def _seconds_or_zero(option: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(
+                f"{option} must be a number of seconds of 0 or more, not {text!r}."
+            )
+        return value
+
+    return parse
+
+
+class Command(BaseCommand):
+    help = "Run a django_jobs worker: claim due jobs and run them until stopped."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--concurrency",
+            type=_positive_int("--concurrency"),
+            default=1,
+            help="Threads running jobs at once in this process (default 1).",
+        )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            dest="queues",
+            default=[],
+            help="Only run jobs of this queue; repeat for several (default: every queue).",
+        )
+        parser.add_argument(
+            "--poll-interval",
+            type=_positive_float("--poll-interval"),
+            default=None,
+            help=f"Seconds between looks for due jobs when idle (default {settings.POLL_INTERVAL}).",
+        )
+        parser.add_argument(
+            "--burst", action="store_true", help="Exit once no job is due and none is running."
+        )
+        parser.add_argument(
+            "--max-jobs",
+            type=_positive_int("--max-jobs"),
+            default=None,
+            help="Exit after running this many jobs.",
+        )
+        parser.add_argument("--worker-id", default=None, help="Name of this worker in the admin.")
+        parser.add_argument(
+            "--lock-lifetime",
+            type=_positive_float("--lock-lifetime"),
+            default=None,
+            help=f"Seconds a claim holds without a heartbeat (default {settings.LOCK_LIFETIME}).",
+        )
+        parser.add_argument(
+            "--grace-period",
+            type=_seconds_or_zero("--grace-period"),
+            default=None,
+            help=f"Seconds running jobs get to finish on SIGTERM (default {settings.GRACE_PERIOD}).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        worker_id = options["worker_id"]
+        if worker_id is not None and not worker_id.strip():
+            raise CommandError("--worker-id must not be empty; leave it out for a generated id.")
+        worker = Worker(
+            queues=options["queues"],
+            concurrency=options["concurrency"],
+            poll_interval=options["poll_interval"],
+            burst=options["burst"],
+            max_jobs=options["max_jobs"],
+            worker_id=worker_id,
+            lock_lifetime=options["lock_lifetime"],
+            grace_period=options["grace_period"],
+        )
+        status = worker.run()
+        if status:
+            raise SystemExit(status)

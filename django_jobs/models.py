@@ -1,0 +1,363 @@
+"""Job, JobRun and Worker, with QuerySets named by state and the state changes the admin and API use.
+
+The worker's own writes (claim, finish, fail, heartbeat, recovery) live in claiming.py, where
+each one is fenced by the lock token of the claim that made it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models import ExpressionWrapper, F
+from django.db.models.functions import Now
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .exceptions import JobStateError
+
+RECURRING_KEY_PREFIX = "django_jobs:recurring:"
+_now = timezone.now  # Job has a field called timezone, which hides the module in its body
+
+
+class DbNow(Now):
+    """The database's clock in UTC, so hosts with skewed clocks agree on due times and locks."""
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        # CURRENT_TIMESTAMP is in the session's time zone; Django stores UTC.
+        return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)
+
+
+def db_now_plus(seconds: float) -> ExpressionWrapper:
+    """The database's clock plus `seconds`."""
+    return ExpressionWrapper(
+        DbNow() + timedelta(seconds=seconds), output_field=models.DateTimeField()
+    )
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+class JobState(models.TextChoices):
+    SCHEDULED = "scheduled", _("scheduled")  # waiting for next_run_at; due once it has passed
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+class RunOutcome(models.TextChoices):
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    ORPHANED = "orphaned", _("orphaned (worker lost)")
+    INTERRUPTED = "interrupted", _("interrupted (worker stopped)")
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def scheduled(self) -> JobQuerySet:
+        return self.filter(state=JobState.SCHEDULED)
+
+    def due(self) -> JobQuerySet:
+        return self.filter(state=JobState.SCHEDULED, enabled=True, next_run_at__lte=DbNow())
+
+    def running(self) -> JobQuerySet:
+        return self.filter(state=JobState.RUNNING)
+
+    def succeeded(self) -> JobQuerySet:
+        return self.filter(state=JobState.SUCCEEDED)
+
+    def failed(self) -> JobQuerySet:
+        return self.filter(state=JobState.FAILED)
+
+    def recurring(self) -> JobQuerySet:
+        return self.exclude(schedule="")
+
+    def disabled(self) -> JobQuerySet:
+        return self.filter(enabled=False)
+
+    def stale(self) -> JobQuerySet:
+        """Running jobs whose lock expired by the database's clock: their worker is gone."""
+        return self.filter(state=JobState.RUNNING, locked_until__lt=DbNow())
+
+    def pending(self) -> JobQuerySet:
+        return self.filter(state__in=[JobState.SCHEDULED, JobState.RUNNING])
+
+
+class Job(models.Model):
+    """One scheduled job: a one-off, a job waiting for its retry, or a recurring definition."""
+
+    name = models.CharField(_("name"), max_length=200)
+    data = models.JSONField(_("data"), default=dict, blank=True)
+    queue = models.CharField(_("queue"), max_length=100, default="default")
+    priority = models.SmallIntegerField(_("priority"), default=0, help_text=_("Higher runs first."))
+    state = models.CharField(
+        _("state"), max_length=16, choices=JobState.choices, default=JobState.SCHEDULED
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    next_run_at = models.DateTimeField(_("next run at"), null=True, blank=True, default=_now)
+    schedule = models.CharField(
+        _("schedule"),
+        max_length=200,
+        blank=True,
+        help_text=_('Cron expression or interval ("every 5 minutes") of a recurring job.'),
+    )
+    timezone = models.CharField(_("timezone"), max_length=64, default="UTC")
+    unique_key = models.CharField(
+        _("unique key"),
+        max_length=255,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text=_("Held while the job is pending, so scheduling the same key twice is a no-op."),
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=3)
+    failure_count = models.PositiveIntegerField(_("failures"), default=0)
+    locked_by = models.CharField(_("locked by"), max_length=255, null=True, blank=True)
+    lock_token = models.CharField(max_length=32, null=True, blank=True, editable=False)
+    locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
+    last_started_at = models.DateTimeField(_("last started at"), null=True, blank=True)
+    last_finished_at = models.DateTimeField(_("last finished at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    last_traceback = models.TextField(_("last traceback"), blank=True)
+    progress = models.FloatField(_("progress"), null=True, blank=True)
+    progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    task_backend = models.CharField(
+        _("task backend"),
+        max_length=100,
+        blank=True,
+        help_text=_("Alias of the Django tasks backend that enqueued this job, if any."),
+    )
+    created_at = models.DateTimeField(_("created at"), default=_now)
+    updated_at = models.DateTimeField(_("updated at"), default=_now)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["-id"]
+        permissions = [
+            ("run_job", _("Can run a job now or retry it")),
+            ("reschedule_job", _("Can reschedule a job")),
+        ]
+        indexes = [
+            # Serves the claim: equality on state/enabled/queue, then priority and due time order.
+            models.Index(
+                fields=["state", "enabled", "queue", "-priority", "next_run_at"],
+                name="django_jobs_claim_idx",
+            ),
+            models.Index(fields=["state", "locked_until"], name="django_jobs_lock_idx"),
+            models.Index(fields=["name", "state"], name="django_jobs_name_state_idx"),
+            models.Index(fields=["next_run_at"], name="django_jobs_next_run_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk}"
+
+    @property
+    def recurring(self) -> bool:
+        return bool(self.schedule)
+
+    @property
+    def attempt(self) -> int:
+        """The number of the attempt running now (1 for the first run)."""
+        return self.attempts
+
+    @property
+    def is_due(self) -> bool:
+        return (
+            self.state == JobState.SCHEDULED
+            and self.enabled
+            and self.next_run_at is not None
+            and self.next_run_at <= timezone.now()
+        )
+
+    def set_progress(self, fraction: float | None, message: str = "") -> bool:
+        """Record how far a running job has got (0.0 to 1.0) for the admin; False if the lock was lost."""
+        if fraction is not None:
+            fraction = min(max(float(fraction), 0.0), 1.0)
+        self.progress, self.progress_message = fraction, message[:255]
+        return bool(self._owned().update(progress=fraction, progress_message=self.progress_message))
+
+    def _owned(self) -> JobQuerySet:
+        """This row, only while the claim this instance came from still holds it."""
+        return Job.objects.using(self._state.db).filter(
+            pk=self.pk, state=JobState.RUNNING, lock_token=self.lock_token
+        )
+
+    # State changes used by the admin and the API; each is guarded by the state it starts from
+    # and written as one conditional UPDATE, so it cannot race a worker's claim.
+
+    def _transition(self, allowed: list[str], action: str, **changes: Any) -> None:
+        changes.setdefault("updated_at", timezone.now())
+        touched = (
+            Job.objects.using(self._state.db)
+            .filter(pk=self.pk, state__in=allowed)
+            .update(**changes)
+        )
+        if not touched:
+            self.refresh_from_db(fields=["state"])
+            raise JobStateError(
+                f"Cannot {action} job {self} while it is {self.get_state_display()}."
+            )
+        self.refresh_from_db()
+
+    def run_now(self) -> Job:
+        """Make the job due now; for a recurring job, run a one-off copy so its schedule stays."""
+        if self.recurring:
+            return Job.objects.using(self._state.db).create(
+                name=self.name,
+                data=self.data,
+                queue=self.queue,
+                priority=self.priority,
+                max_attempts=self.max_attempts,
+                next_run_at=timezone.now(),
+            )
+        finished = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]
+        self._transition(
+            [JobState.SCHEDULED, *finished],
+            "run now",
+            state=JobState.SCHEDULED,
+            next_run_at=DbNow(),
+            attempts=models.Case(
+                models.When(state__in=finished, then=models.Value(0)), default=F("attempts")
+            ),
+        )
+        return self
+
+    def retry(self) -> Job:
+        """Run a failed job again from its first attempt."""
+        self._transition(
+            [JobState.FAILED],
+            "retry",
+            state=JobState.SCHEDULED,
+            next_run_at=DbNow(),
+            attempts=0,
+        )
+        return self
+
+    def reschedule(self, at: datetime) -> Job:
+        """Move a pending or failed one-off job, or the next run of a recurring job, to `at`."""
+        if timezone.is_naive(at):
+            raise JobStateError(f"Cannot reschedule to naive datetime {at!r}; pass an aware one.")
+        reset = {} if self.state == JobState.SCHEDULED else {"attempts": 0}
+        self._transition(
+            [JobState.SCHEDULED, JobState.FAILED],
+            "reschedule",
+            state=JobState.SCHEDULED,
+            next_run_at=at,
+            **reset,
+        )
+        return self
+
+    def change_schedule(self, expression: str, tz_name: str) -> Job:
+        """Give a recurring job a new cron expression or interval and timezone."""
+        from .schedules import get_timezone, next_run, parse_schedule
+
+        parsed, tz = parse_schedule(expression), get_timezone(tz_name)
+        at = next_run(parsed, scheduled_at=None, now=timezone.now(), tz=tz)
+        self._transition(
+            [JobState.SCHEDULED, JobState.RUNNING, JobState.FAILED],
+            "change the schedule of",
+            schedule=parsed.expression,
+            timezone=tz_name,
+            next_run_at=models.Case(
+                models.When(state=JobState.RUNNING, then=F("next_run_at")), default=models.Value(at)
+            ),
+            state=models.Case(
+                models.When(state=JobState.RUNNING, then=F("state")),
+                default=models.Value(JobState.SCHEDULED),
+            ),
+        )
+        return self
+
+    def disable(self) -> Job:
+        """Stop the job from being claimed; a run in progress finishes."""
+        self._transition(list(JobState.values), "disable", enabled=False)
+        return self
+
+    def enable(self) -> Job:
+        self._transition(list(JobState.values), "enable", enabled=True)
+        return self
+
+    def cancel(self) -> None:
+        """Delete a job that is waiting to run; a running job cannot be cancelled."""
+        with transaction.atomic(using=self._state.db):
+            # Flip the state first: a worker's claim can no longer take the row once it is
+            # cancelled, so the delete below never removes a job that started meanwhile.
+            self._transition([JobState.SCHEDULED], "cancel", state=JobState.CANCELLED)
+            Job.objects.using(self._state.db).filter(pk=self.pk).delete()
+
+
+class JobRun(models.Model):
+    """One execution attempt of a job: the run history."""
+
+    job = models.ForeignKey(
+        Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
+    job_name = models.CharField(_("job name"), max_length=200)
+    attempt = models.PositiveIntegerField(_("attempt"), default=1)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=RunOutcome.choices, default=RunOutcome.RUNNING
+    )
+    worker_id = models.CharField(_("worker"), max_length=255)
+    lock_token = models.CharField(max_length=32, editable=False)
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+
+    class Meta:
+        verbose_name = _("job run")
+        verbose_name_plural = _("job runs")
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["job", "-started_at"], name="django_jobs_run_job_idx"),
+            models.Index(fields=["started_at"], name="django_jobs_run_started_idx"),
+            models.Index(fields=["job_name", "started_at"], name="django_jobs_run_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_name} attempt {self.attempt} ({self.outcome})"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def alive(self, stale_after: float) -> WorkerQuerySet:
+        return self.filter(last_heartbeat_at__gte=db_now_plus(-stale_after))
+
+    def dead(self, stale_after: float) -> WorkerQuerySet:
+        return self.filter(last_heartbeat_at__lt=db_now_plus(-stale_after))
+
+
+class Worker(models.Model):
+    """One live `runjobs` process; its heartbeat says it is alive."""
+
+    worker_id = models.CharField(_("worker id"), max_length=255, unique=True)
+    hostname = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("pid"))
+    queues = models.JSONField(_("queues"), default=list)
+    concurrency = models.PositiveIntegerField(_("concurrency"))
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    last_heartbeat_at = models.DateTimeField(_("last heartbeat at"), default=timezone.now)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+        ordering = ["hostname", "pid"]
+
+    def __str__(self) -> str:
+        return self.worker_id

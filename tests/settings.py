@@ -1,0 +1,80 @@
+"""Settings for the test suite: the database comes from DATABASE_URL (SQLite by default)."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+SECRET_KEY = "django_jobs-tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+
+# Worker subprocesses started by the tests must reach the same database, so the
+# SQLite test database is a file (never ":memory:") whose path the tests hand down.
+_SQLITE_DIR = Path(os.environ.get("DJANGO_JOBS_SQLITE_DIR", tempfile.gettempdir()))
+DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{_SQLITE_DIR / 'django_jobs.sqlite3'}")
+_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL",
+    }
+    _db["TEST"] = {
+        "NAME": os.environ.get("DJANGO_JOBS_TEST_DB_NAME")
+        or str(_SQLITE_DIR / "test_django_jobs.sqlite3")
+    }
+elif _db["ENGINE"] == "django.db.backends.mysql":
+    _db["OPTIONS"] = {"charset": "utf8mb4", "isolation_level": "read committed"}
+    _db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+# A worker subprocess is pointed at the test database the parent created.
+if os.environ.get("DJANGO_JOBS_USE_TEST_DB"):
+    _db["NAME"] = os.environ["DJANGO_JOBS_USE_TEST_DB"]
+DATABASES = {"default": _db}
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_jobs",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_jobs": {"handlers": ["console"], "level": "INFO"}},
+}

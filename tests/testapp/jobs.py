@@ -1,0 +1,60 @@
+"""Jobs the tests schedule; the worker subprocesses find them through autodiscovery."""
+
+import os
+import time
+
+from django_jobs import job
+
+from .models import Execution
+
+
+def _record(j):
+    Execution.objects.create(job_id=j.pk, attempt=j.attempt, worker_pid=os.getpid())
+
+
+@job("record", max_attempts=1)
+def record(j):
+    _record(j)
+
+
+@job("sleep", max_attempts=3)
+def sleep(j):
+    """Sleep data['seconds'], then record the execution."""
+    deadline = time.monotonic() + float(j.data.get("seconds", 1))
+    j.set_progress(0.0, "started")
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    _record(j)
+    return {"slept": j.data.get("seconds", 1)}
+
+
+@job("fail-twice", max_attempts=3, backoff=0.01, backoff_jitter=0)
+def fail_twice(j):
+    _record(j)
+    if j.attempt < 3:
+        raise RuntimeError(f"attempt {j.attempt} fails on purpose")
+    return "third time lucky"
+
+
+@job("always-fails", max_attempts=2, backoff=0.01, backoff_jitter=0)
+def always_fails(j):
+    raise ValueError("broken <script>alert(1)</script>")
+
+
+@job("async-record", max_attempts=1)
+async def async_record(j):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(_record)(j)
+    return {"async": True}
+
+
+@job("limited", concurrency=1, max_attempts=1)
+def limited(j):
+    time.sleep(float(j.data.get("seconds", 0.2)))
+    _record(j)
+
+
+@job("monthly", schedule="0 3 1 * *", timezone="Europe/Paris")
+def monthly(j):
+    _record(j)
