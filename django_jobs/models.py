@@ -1,4 +1,4 @@
-"""Job, JobRun and Worker, with QuerySets named by state and the state changes the admin and API use.
+"""Job, JobRun and Worker, QuerySets named by state, and the state changes of the admin and API.
 
 The worker's own writes (claim, finish, fail, heartbeat, recovery) live in claiming.py, where
 each one is fenced by the lock token of the claim that made it.
@@ -179,7 +179,7 @@ class Job(models.Model):
         )
 
     def set_progress(self, fraction: float | None, message: str = "") -> bool:
-        """Record how far a running job has got (0.0 to 1.0) for the admin; False if the lock was lost."""
+        """Record how far a running job has got (0.0 to 1.0); False if its lock was lost."""
         if fraction is not None:
             fraction = min(max(float(fraction), 0.0), 1.0)
         self.progress, self.progress_message = fraction, message[:255]

@@ -22,9 +22,9 @@ def parse_priority(value: int | str) -> int:
     """A priority name or an integer from -100 to 100; a higher number runs first."""
     if isinstance(value, str) and value in PRIORITIES:
         return PRIORITIES[value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        if MIN_PRIORITY <= value <= MAX_PRIORITY:
-            return value
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if is_int and MIN_PRIORITY <= value <= MAX_PRIORITY:  # type: ignore[operator]
+        return value  # type: ignore[return-value]
     names = ", ".join(PRIORITIES)
     raise InvalidJobDefinition(
         f"Invalid priority {value!r}. Use one of {names} or an integer from "

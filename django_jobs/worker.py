@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -400,7 +401,5 @@ def _key(job: Job) -> tuple[int, str]:
 
 def close_old_connections_for(using: str) -> None:
     """Drop a broken connection so the next query opens a new one."""
-    try:
+    with contextlib.suppress(DatabaseError):
         connections[using].close()
-    except DatabaseError:
-        pass

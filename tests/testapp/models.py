@@ -11,3 +11,6 @@ class Execution(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job_id", "attempt"], name="execution_once")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} attempt {self.attempt}"

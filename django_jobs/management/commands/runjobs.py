@@ -77,7 +77,7 @@ class Command(BaseCommand):
             "--poll-interval",
             type=_positive_float("--poll-interval"),
             default=None,
-            help=f"Seconds between looks for due jobs when idle (default {settings.POLL_INTERVAL}).",
+            help=f"Seconds between looks for due jobs (default {settings.POLL_INTERVAL}).",
         )
         parser.add_argument(
             "--burst", action="store_true", help="Exit once no job is due and none is running."
@@ -99,7 +99,7 @@ class Command(BaseCommand):
             "--grace-period",
             type=_seconds_or_zero("--grace-period"),
             default=None,
-            help=f"Seconds running jobs get to finish on SIGTERM (default {settings.GRACE_PERIOD}).",
+            help=f"Seconds jobs get to finish on SIGTERM (default {settings.GRACE_PERIOD}).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
