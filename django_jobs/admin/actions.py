@@ -1,0 +1,231 @@
+"""The job actions shared by the list's bulk actions and the job page's buttons.
+
+Each action calls one state change of the Job model (run_now, retry, reschedule, ...), which
+refuses a job in the wrong state with JobStateError; the refusal is reported per job and the
+other jobs go on. Every change leaves an admin LogEntry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from django.contrib import messages
+from django.contrib.admin.models import DELETION, LogEntry
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from ..exceptions import JobsError, JobStateError
+from ..models import Job, JobState
+
+if TYPE_CHECKING:
+    from ..forms import RescheduleForm
+    from .jobs import JobAdmin
+
+ACTION_LIMIT = 1000  # jobs one action may change; more are refused, so a request stays short
+ERRORS_SHOWN = 10  # refusals reported one by one; the rest are summed up
+
+
+@dataclass(frozen=True)
+class JobAction:
+    """An action: its permission, the model method it calls, and what it reports."""
+
+    name: str
+    label: Any  # a lazy translation
+    permission: str  # the ModelAdmin.has_<permission>_permission that guards it
+    change: Callable[[Job], str]  # calls the model method; returns the log message
+    done: Callable[[int], str]  # the success message for n jobs
+    skip: Callable[[Job], bool] | None = None  # jobs already as wanted: not touched
+    skipped: Callable[[int], str] | None = None  # the message for n skipped jobs
+
+
+def _run_now(job: Job) -> str:
+    created = job.run_now()
+    if created.pk != job.pk:
+        return f"Ran now as one-off job #{created.pk}; the schedule is unchanged."
+    return "Ran now."
+
+
+def _retry(job: Job) -> str:
+    job.retry()
+    return "Retried."
+
+
+def _disable(job: Job) -> str:
+    job.disable()
+    return "Disabled."
+
+
+def _enable(job: Job) -> str:
+    job.enable()
+    return "Enabled."
+
+
+ACTIONS: dict[str, JobAction] = {
+    action.name: action
+    for action in [
+        JobAction(
+            "run_now",
+            gettext_lazy("Run now"),
+            "run",
+            _run_now,
+            lambda n: ngettext("%(count)d job will run now.", "%(count)d jobs will run now.", n),
+        ),
+        JobAction(
+            "retry",
+            gettext_lazy("Retry"),
+            "run",
+            _retry,
+            lambda n: ngettext(
+                "%(count)d failed job will run again.", "%(count)d failed jobs will run again.", n
+            ),
+        ),
+        JobAction(
+            "disable",
+            gettext_lazy("Disable"),
+            "change",
+            _disable,
+            lambda n: ngettext("Disabled %(count)d job.", "Disabled %(count)d jobs.", n),
+            skip=lambda job: not job.enabled,
+            skipped=lambda n: ngettext(
+                "%(count)d job was already disabled.", "%(count)d jobs were already disabled.", n
+            ),
+        ),
+        JobAction(
+            "enable",
+            gettext_lazy("Enable"),
+            "change",
+            _enable,
+            lambda n: ngettext("Enabled %(count)d job.", "Enabled %(count)d jobs.", n),
+            skip=lambda job: job.enabled,
+            skipped=lambda n: ngettext(
+                "%(count)d job was already enabled.", "%(count)d jobs were already enabled.", n
+            ),
+        ),
+    ]
+}
+# Reschedule and cancel take an intermediate page; their permissions are listed here too.
+PERMISSIONS = {name: action.permission for name, action in ACTIONS.items()}
+PERMISSIONS.update(reschedule="reschedule", cancel="delete")
+
+
+def reschedule_action(form: RescheduleForm) -> JobAction:
+    """The reschedule action, with the new time or schedule from the form."""
+    return JobAction(
+        "reschedule",
+        gettext_lazy("Reschedule"),
+        "reschedule",
+        form.apply,
+        lambda n: ngettext("Rescheduled %(count)d job.", "Rescheduled %(count)d jobs.", n),
+    )
+
+
+def limited(request: HttpRequest, jobs: QuerySet[Job]) -> list[Job] | None:
+    """The jobs to act on, or None (with an error message) when there are too many."""
+    # "Select all" can mean a million rows: load one more than the limit, never all of them.
+    selected = list(jobs[: ACTION_LIMIT + 1])
+    if len(selected) > ACTION_LIMIT:
+        messages.error(
+            request,
+            _(
+                "An action changes at most %(limit)s jobs at a time; narrow the selection "
+                "with the filters or the search."
+            )
+            % {"limit": f"{ACTION_LIMIT:,}"},
+        )
+        return None
+    return selected
+
+
+def apply(
+    model_admin: JobAdmin,
+    request: HttpRequest,
+    jobs: Iterable[Job],
+    action: JobAction,
+) -> int:
+    """Run the action on every job, log each change, report successes and refusals."""
+    changed, skipped, errors = 0, 0, []
+    for job in jobs:
+        if action.skip is not None and action.skip(job):
+            skipped += 1
+            continue
+        try:
+            log_message = action.change(job)
+        except Job.DoesNotExist:
+            errors.append(_("Job #%(id)s no longer exists.") % {"id": job.pk})
+        except JobsError as exc:
+            errors.append(str(exc))
+        else:
+            model_admin.log_change(request, job, log_message)
+            changed += 1
+    if changed:
+        messages.success(request, action.done(changed) % {"count": changed})
+    if skipped and action.skipped is not None:
+        messages.info(request, action.skipped(skipped) % {"count": skipped})
+    report_errors(request, errors)
+    return changed
+
+
+def report_errors(request: HttpRequest, errors: list[str]) -> None:
+    for error in errors[:ERRORS_SHOWN]:
+        messages.error(request, error)
+    hidden = len(errors) - ERRORS_SHOWN
+    if hidden > 0:
+        messages.error(
+            request,
+            ngettext(
+                "%(count)d more job was refused for the same kind of reason.",
+                "%(count)d more jobs were refused for the same kind of reasons.",
+                hidden,
+            )
+            % {"count": hidden},
+        )
+
+
+def cancel_jobs(request: HttpRequest, jobs: Iterable[Job]) -> int:
+    """Cancel (delete) waiting jobs; a running job is refused, since a thread cannot be killed."""
+    cancelled, errors = 0, []
+    for job in jobs:
+        try:
+            job.cancel()
+        except Job.DoesNotExist:
+            errors.append(_("Job #%(id)s no longer exists.") % {"id": job.pk})
+        except JobStateError as exc:
+            hint = ""
+            if job.state == JobState.RUNNING:
+                hint = " " + _(
+                    "A running job is not interrupted (Python cannot stop a thread); disable "
+                    "it to stop its later runs, or wait for it to finish."
+                )
+            errors.append(f"{exc}{hint}")
+        except JobsError as exc:
+            errors.append(str(exc))
+        else:
+            log_deletion(request, job)
+            cancelled += 1
+    if cancelled:
+        messages.success(
+            request,
+            ngettext(
+                "Cancelled and deleted %(count)d job.",
+                "Cancelled and deleted %(count)d jobs.",
+                cancelled,
+            )
+            % {"count": cancelled},
+        )
+    report_errors(request, errors)
+    return cancelled
+
+
+def log_deletion(request: HttpRequest, job: Job) -> Any:
+    """A DELETION LogEntry for a cancelled job (ModelAdmin.log_deletions takes no message)."""
+    return LogEntry.objects.log_actions(
+        user_id=cast(int, request.user.pk),
+        queryset=[job],
+        action_flag=DELETION,
+        change_message="Cancelled.",
+        single_object=True,
+    )

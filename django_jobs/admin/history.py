@@ -1,0 +1,166 @@
+"""Read-only admins: the run history (JobRun) and the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy
+
+from ..conf import settings
+from ..models import JobRun, Worker
+from . import display
+from .changelist import BigTableMixin
+from .filters import RunNameFilter
+from .overview import in_progress_count
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by workers only: viewable, never added, changed or deleted here."""
+
+    actions = None
+
+    class Media:
+        css = {"all": ["django_jobs/admin.css"]}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(BigTableMixin, ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "job_link",
+        "job_name",
+        "attempt",
+        "outcome_display",
+        "worker_id",
+        "started_at",
+        "finished_at",
+        "duration_display",
+        "error_display",
+    ]
+    list_filter = ["outcome", RunNameFilter]
+    search_fields = ["job_name", "worker_id"]
+    # The primary key and started_at (its own index, and the second column of (job, started_at)).
+    sortable_by = ["id", "started_at"]
+    list_per_page = 50
+    fields = readonly_fields = (
+        "job_link",
+        "job_name",
+        "attempt",
+        "outcome_display",
+        "worker_id",
+        "started_at",
+        "finished_at",
+        "duration_display",
+        "error_class",
+        "error_text",
+        "traceback_text",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobRun]:
+        return super().get_queryset(request).using(settings.DATABASE)
+
+    @admin.display(description=gettext_lazy("job"), ordering="job_id")
+    def job_link(self, run: JobRun) -> SafeString | str:
+        # Links by id alone: no query per row, and a run of a deleted job keeps its name.
+        if run.job_id is None:
+            return display.EMPTY
+        url = reverse(f"{self.admin_site.name}:django_jobs_job_change", args=[run.job_id])
+        return format_html('<a href="{}">#{}</a>', url, run.job_id)
+
+    @admin.display(description=gettext_lazy("outcome"))
+    def outcome_display(self, run: JobRun) -> SafeString:
+        return display.badge(run.outcome, run.get_outcome_display())
+
+    @admin.display(description=gettext_lazy("duration"))
+    def duration_display(self, run: JobRun) -> str:
+        return display.format_duration(run.duration)
+
+    @admin.display(description=gettext_lazy("error"))
+    def error_display(self, run: JobRun) -> str:
+        return display.first_line(run.error) or display.EMPTY
+
+    @admin.display(description=gettext_lazy("error"))
+    def error_text(self, run: JobRun) -> SafeString | str:
+        return display.preformatted(run.error)
+
+    @admin.display(description=gettext_lazy("traceback"))
+    def traceback_text(self, run: JobRun) -> SafeString | str:
+        return display.preformatted(run.traceback)
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin):
+    list_display = [
+        "worker_id",
+        "hostname",
+        "pid",
+        "queues_display",
+        "concurrency",
+        "started_at",
+        "heartbeat_display",
+        "alive_display",
+        "in_progress_display",
+    ]
+    search_fields = ["worker_id", "hostname"]
+    show_full_result_count = False
+    fields = readonly_fields = (
+        "worker_id",
+        "hostname",
+        "pid",
+        "queues_display",
+        "concurrency",
+        "started_at",
+        "last_heartbeat_at",
+        "heartbeat_display",
+        "alive_display",
+        "in_progress_display",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
+        return (
+            super()
+            .get_queryset(request)
+            .using(settings.DATABASE)
+            .annotate(in_progress=in_progress_count())
+        )
+
+    @admin.display(description=gettext_lazy("queues"))
+    def queues_display(self, worker: Worker) -> str:
+        return ", ".join(str(queue) for queue in worker.queues) or str(gettext_lazy("all"))
+
+    @admin.display(description=gettext_lazy("last heartbeat"), ordering="last_heartbeat_at")
+    def heartbeat_display(self, worker: Worker) -> SafeString | str:
+        age = max(0, int((timezone.now() - worker.last_heartbeat_at).total_seconds()))
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            worker.last_heartbeat_at.isoformat(),
+            display.exact_time(worker.last_heartbeat_at),
+            gettext_lazy("%(seconds)d s ago") % {"seconds": age},
+        )
+
+    @admin.display(description=gettext_lazy("alive"))
+    def alive_display(self, worker: Worker) -> SafeString:
+        age = (timezone.now() - worker.last_heartbeat_at).total_seconds()
+        if age <= settings.stale_worker_after:
+            return display.badge("alive", gettext_lazy("alive"))
+        return display.badge("stale", gettext_lazy("stale"))
+
+    @admin.display(description=gettext_lazy("jobs in progress"), ordering="in_progress")
+    def in_progress_display(self, worker: Worker) -> int:
+        return int(getattr(worker, "in_progress", 0) or 0)

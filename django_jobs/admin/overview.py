@@ -1,0 +1,182 @@
+"""The overview page's data: counts per job name, runs per interval as an SVG chart, workers.
+
+Everything is counted by the database with one aggregate query each, never by loading rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from ..conf import settings
+from ..models import Job, JobRun, JobState, RunOutcome, Worker
+from .display import STATE_LABELS, state_q
+
+COUNT_KEYS = list(STATE_LABELS)
+FAILED_OUTCOMES = [RunOutcome.FAILED, RunOutcome.ORPHANED]
+# range -> (span, bucket width, label)
+RANGES: dict[str, tuple[timedelta, timedelta, Any]] = {
+    "hour": (timedelta(hours=1), timedelta(minutes=5), _("Last hour")),
+    "day": (timedelta(days=1), timedelta(hours=1), _("Last day")),
+}
+WORKERS_SHOWN = 100
+
+
+def counts_by_name(using: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One GROUP BY query: per job name, how many jobs are in each admin state."""
+    aggregates: dict[str, Any] = {key: Count("pk", filter=state_q(key)) for key in COUNT_KEYS}
+    grouped = (
+        Job.objects.using(using)
+        .order_by()
+        .values("name")
+        .annotate(total=Count("pk"), **aggregates)
+        .order_by("name")
+    )
+    rows: list[dict[str, Any]] = [dict(row) for row in grouped]
+    totals = {key: sum(row[key] for row in rows) for key in [*COUNT_KEYS, "total"]}
+    return rows, totals
+
+
+def in_progress_count() -> Coalesce:
+    """A worker's running jobs, counted in the query that lists the workers."""
+    running = (
+        Job.objects.filter(state=JobState.RUNNING, locked_by=OuterRef("worker_id"))
+        .order_by()
+        .values("locked_by")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(running, output_field=IntegerField()), Value(0))
+
+
+def live_workers(using: str) -> QuerySet[Worker]:
+    return (
+        Worker.objects.using(using)
+        .alive(settings.stale_worker_after)
+        .annotate(in_progress=in_progress_count())
+        .order_by("hostname", "pid")[:WORKERS_SHOWN]
+    )
+
+
+@dataclass
+class Bucket:
+    start: datetime
+    end: datetime
+    runs: int
+    failures: int
+
+
+def run_buckets(using: str, range_key: str, now: datetime | None = None) -> list[Bucket]:
+    """Runs started and failed per interval, counted in one query with conditional counts."""
+    span, step = RANGES[range_key][:2]
+    now = now or timezone.now()
+    epoch = datetime(2000, 1, 1, tzinfo=now.tzinfo)
+    end = epoch + ((now - epoch) // step + 1) * step  # the end of the interval holding now
+    start = end - span
+    bounds = [(start + i * step, start + (i + 1) * step) for i in range(span // step)]
+    aggregates: dict[str, Any] = {}
+    for i, (low, high) in enumerate(bounds):
+        in_bucket = Q(started_at__gte=low, started_at__lt=high)
+        aggregates[f"runs_{i}"] = Count("pk", filter=in_bucket)
+        aggregates[f"failures_{i}"] = Count("pk", filter=in_bucket & Q(outcome__in=FAILED_OUTCOMES))
+    counts = (
+        JobRun.objects.using(using)
+        .filter(started_at__gte=start, started_at__lt=end)
+        .aggregate(**aggregates)
+    )
+    return [
+        Bucket(low, high, counts[f"runs_{i}"] or 0, counts[f"failures_{i}"] or 0)
+        for i, (low, high) in enumerate(bounds)
+    ]
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    kind: str  # "runs" or "failures"
+    title: str
+
+
+@dataclass
+class Chart:
+    """Geometry of the runs chart, computed here so the template only draws it."""
+
+    width: int
+    height: int
+    plot_left: int
+    plot_bottom: int
+    plot_right: int
+    bars: list[Bar] = field(default_factory=list)
+    grid: list[tuple[float, int]] = field(default_factory=list)  # (y, value)
+    labels: list[tuple[float, str]] = field(default_factory=list)  # (x, text)
+    total_runs: int = 0
+    total_failures: int = 0
+    summary: str = ""
+
+
+def nice_ceiling(value: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that is at least value (at least 1)."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if step * factor >= value:
+                return step * factor
+        step *= 10
+
+
+def build_chart(buckets: list[Bucket], range_key: str) -> Chart:
+    width, height = 720, 220
+    left, right, top, bottom = 44, 706, 12, 184
+    chart = Chart(width, height, plot_left=left, plot_bottom=bottom, plot_right=right)
+    peak = nice_ceiling(max((b.runs for b in buckets), default=0))
+    scale = (bottom - top) / peak
+    slot = (right - left) / max(len(buckets), 1)
+    bar = slot * 0.38
+    label_every = 2 if range_key == "hour" else 3
+    for i, bucket in enumerate(buckets):
+        x = left + i * slot + slot * 0.1
+        start, end = timezone.localtime(bucket.start), timezone.localtime(bucket.end)
+        period = f"{date_format(start, 'H:i')}\u2013{date_format(end, 'H:i')}"
+        title = ngettext(
+            "%(period)s: %(runs)d run, %(failures)d failed",
+            "%(period)s: %(runs)d runs, %(failures)d failed",
+            bucket.runs,
+        ) % {"period": period, "runs": bucket.runs, "failures": bucket.failures}
+        for offset, kind, value in ((0.0, "runs", bucket.runs), (bar, "failures", bucket.failures)):
+            h = value * scale
+            chart.bars.append(
+                Bar(
+                    round(x + offset, 1),
+                    round(bottom - h, 1),
+                    round(bar, 1),
+                    round(h, 1),
+                    kind,
+                    title,
+                )
+            )
+        if i % label_every == 0:
+            chart.labels.append((round(left + i * slot, 1), date_format(start, "H:i")))
+        chart.total_runs += bucket.runs
+        chart.total_failures += bucket.failures
+    chart.grid = [(round(bottom - v * scale, 1), v) for v in sorted({0, peak // 2, peak})]
+    chart.summary = ngettext(
+        "%(runs)d run, %(failures)d failed, %(range)s.",
+        "%(runs)d runs, %(failures)d failed, %(range)s.",
+        chart.total_runs,
+    ) % {
+        "runs": chart.total_runs,
+        "failures": chart.total_failures,
+        "range": str(RANGES[range_key][2]).lower(),
+    }
+    return chart

@@ -1,0 +1,273 @@
+"""The job admin's own pages: overview, job page buttons, reschedule, cancel, create a job."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import django
+from django.contrib import messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from ..conf import settings
+from ..exceptions import JobsError
+from ..forms import CreateJobForm, RescheduleForm
+from ..models import Job
+from .actions import ACTIONS, apply, cancel_jobs, reschedule_action
+from .display import STATE_LABELS
+from .overview import RANGES, build_chart, counts_by_name, live_workers, run_buckets
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+
+    _Base = ModelAdmin[Job]
+else:
+    _Base = object
+
+TEMPLATE_DIR = "admin/django_jobs/job/"
+REFRESH_SECONDS = 10  # the overview's optional auto-refresh
+
+
+class JobViewsMixin(_Base):
+    """Views JobAdmin adds to Django's list and change pages; each checks its permission."""
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view  # staff only, CSRF-protected, never cached
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("overview/", wrap(self.overview_view), name=f"{info}_overview"),
+            path(
+                "<path:object_id>/actions/<str:action>/",
+                wrap(self.job_action_view),
+                name=f"{info}_action",
+            ),
+            path(
+                "<path:object_id>/reschedule/",
+                wrap(self.reschedule_view),
+                name=f"{info}_reschedule",
+            ),
+            *super().get_urls(),
+        ]
+
+    # Helpers
+
+    def page_context(
+        self, request: HttpRequest, title: str, crumbs: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """The context every page of the admin gets, with breadcrumbs up to this page."""
+        opts = self.opts
+        trail = [
+            (reverse(f"{self.admin_site.name}:index"), _("Home")),
+            (
+                reverse(f"{self.admin_site.name}:app_list", args=[opts.app_label]),
+                str(opts.app_config.verbose_name),
+            ),
+            (
+                reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"),
+                str(opts.verbose_name_plural).capitalize(),
+            ),
+            *crumbs,
+        ]
+        return {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "title": title,
+            "media": self.media,
+            "crumbs": trail,
+            # Django 6 marks breadcrumbs up as a list; 5.2 as a line of links.
+            "crumbs_as_list": django.VERSION >= (6, 0),
+        }
+
+    def job_url(self, job: Job) -> str:
+        opts = self.opts
+        return reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[job.pk]
+        )
+
+    def changelist_url(self) -> str:
+        opts = self.opts
+        return reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist")
+
+    def get_job(self, request: HttpRequest, object_id: str) -> Job:
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404(_("Job #%(id)s does not exist.") % {"id": object_id})
+        return job
+
+    # Job page buttons: run now, retry, disable, enable (reschedule and cancel have a page)
+
+    def job_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        spec = ACTIONS.get(action)
+        if spec is None:
+            raise Http404(_("Unknown action %(action)r.") % {"action": action})
+        if not getattr(self, f"has_{spec.permission}_permission")(request):
+            raise PermissionDenied
+        job = self.get_job(request, object_id)
+        apply(self, request, [job], spec)  # type: ignore[arg-type]
+        return HttpResponseRedirect(self.job_url(job))
+
+    # Reschedule: a page with a form (also the bulk action's intermediate page)
+
+    def reschedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_reschedule_permission(request):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        job = self.get_job(request, object_id)
+        if request.method == "POST":
+            form = RescheduleForm(request.POST, recurring=job.recurring)
+            if form.is_valid():
+                apply(self, request, [job], reschedule_action(form))  # type: ignore[arg-type]
+                return HttpResponseRedirect(self.job_url(job))
+        else:
+            form = RescheduleForm(recurring=job.recurring, initial={"timezone": job.timezone})
+        return self.render_reschedule(request, form, [job], bulk=False)
+
+    def render_reschedule(
+        self, request: HttpRequest, form: RescheduleForm, jobs: list[Job], *, bulk: bool
+    ) -> HttpResponse:
+        fields = ["when", "schedule", "timezone"] if form.recurring else ["when"]
+        title = _("Reschedule jobs") if bulk else _("Reschedule %(job)s") % {"job": jobs[0]}
+        crumbs = [("", _("Reschedule"))]
+        if not bulk:
+            crumbs.insert(0, (self.job_url(jobs[0]), str(jobs[0])))
+        context = {
+            **self.page_context(request, title, crumbs),
+            "adminform": helpers.AdminForm(form, [(None, {"fields": fields})], {}),  # type: ignore[arg-type]
+            "form": form,
+            "jobs": jobs,
+            "bulk": bulk,
+            "recurring": form.recurring,
+            "back_url": self.changelist_url() if bulk else self.job_url(jobs[0]),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, TEMPLATE_DIR + "reschedule.html", context)
+
+    # Cancel: Django's delete page, turned into "cancel this waiting job"
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        job = self.get_job(request, object_id)
+        if not self.has_delete_permission(request, job):
+            raise PermissionDenied
+        if request.method == "POST":
+            if cancel_jobs(request, [job]):
+                return HttpResponseRedirect(self.changelist_url())
+            return HttpResponseRedirect(self.job_url(job))
+        return self.render_cancel(request, [job], bulk=False)
+
+    def render_cancel(self, request: HttpRequest, jobs: list[Job], *, bulk: bool) -> HttpResponse:
+        title = _("Cancel jobs") if bulk else _("Cancel %(job)s") % {"job": jobs[0]}
+        crumbs = [("", _("Cancel"))]
+        if not bulk:
+            crumbs.insert(0, (self.job_url(jobs[0]), str(jobs[0])))
+        context = {
+            **self.page_context(request, title, crumbs),
+            "jobs": jobs,
+            "bulk": bulk,
+            "back_url": self.changelist_url() if bulk else self.job_url(jobs[0]),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, TEMPLATE_DIR + "cancel.html", context)
+
+    # Create a job
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = CreateJobForm(request.POST)
+            if form.is_valid():
+                try:
+                    job = form.save()
+                except JobsError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    self.log_addition(request, job, "Scheduled from the admin.")
+                    messages.success(
+                        request,
+                        _("Scheduled %(job)s to run at %(at)s.")
+                        % {"job": job, "at": timezone.localtime(job.next_run_at)},
+                    )
+                    return HttpResponseRedirect(self.job_url(job))
+        else:
+            form = CreateJobForm()
+        fields = ["name", "data", "when", "priority", "queue"]
+        context = {
+            **self.page_context(request, _("Schedule a job"), [("", _("Schedule a job"))]),
+            "adminform": helpers.AdminForm(form, [(None, {"fields": fields})], {}),  # type: ignore[arg-type]
+            "form": form,
+            "errors": helpers.AdminErrorList(form, []),  # type: ignore[arg-type]
+            "no_jobs": not form.fields["name"].choices[1:],  # type: ignore[attr-defined]
+        }
+        return TemplateResponse(request, TEMPLATE_DIR + "add.html", context)
+
+    # The overview
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        range_key = request.GET.get("range", "hour")
+        if range_key not in RANGES:
+            range_key = "hour"
+        refresh = request.GET.get("refresh") == "1"
+        using = settings.DATABASE
+        rows, totals = counts_by_name(using)
+        list_url = self.changelist_url()
+        keys = [*STATE_LABELS, "total"]
+
+        def cells(name: str | None, counts: dict[str, int]) -> list[dict[str, Any]]:
+            result = []
+            for key in keys:
+                query = {"name": name} if name is not None else {}
+                if key != "total":
+                    query["state"] = key
+                url = f"{list_url}?{urlencode(query)}" if query else list_url
+                result.append({"key": key, "count": counts[key], "url": url})
+            return result
+
+        now = timezone.now()
+        workers = list(live_workers(using))
+        for worker in workers:
+            worker.heartbeat_age = max(0, int((now - worker.last_heartbeat_at).total_seconds()))  # type: ignore[attr-defined]
+        chart = build_chart(run_buckets(using, range_key, now), range_key)
+
+        def query_string(**changes: str) -> str:
+            params = {"range": range_key, **({"refresh": "1"} if refresh else {}), **changes}
+            return "?" + urlencode({k: v for k, v in params.items() if v})
+
+        context = {
+            **self.page_context(request, _("Jobs overview"), [("", _("Overview"))]),
+            "columns": [(key, STATE_LABELS.get(key, _("total"))) for key in keys],
+            "rows": [{"name": row["name"], "cells": cells(row["name"], row)} for row in rows],
+            "totals": cells(None, totals),
+            "chart": chart,
+            "range_key": range_key,
+            "ranges": [
+                (key, label, query_string(range=key)) for key, (_s, _w, label) in RANGES.items()
+            ],
+            "refresh": refresh,
+            "refresh_seconds": REFRESH_SECONDS,
+            "refresh_toggle_url": query_string(refresh="" if refresh else "1"),
+            "workers": workers,
+            "stale_after": int(settings.stale_worker_after),
+            "workers_url": reverse(f"{self.admin_site.name}:django_jobs_worker_changelist"),
+            "runs_url": reverse(f"{self.admin_site.name}:django_jobs_jobrun_changelist"),
+        }
+        return TemplateResponse(request, TEMPLATE_DIR + "overview.html", context)

@@ -1,0 +1,191 @@
+"""Admin forms: create a job, reschedule jobs (a new time, or a new schedule for recurring ones).
+
+Validation reuses the functions of the API (check_json, parse_when, parse_schedule, ...), so a
+value the admin accepts is one that django_jobs.api.schedule() accepts too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext_lazy as _
+
+from . import api
+from .conf import settings
+from .exceptions import JobsError
+from .models import Job
+from .registry import MAX_PRIORITY, MIN_PRIORITY, check_queue, registry
+from .schedules import Schedule, get_timezone, parse_schedule, parse_when
+
+WHEN_HELP = _(
+    '"now", "in 10 minutes" (seconds, minutes, hours, days or weeks), or a date and time such as '
+    '"2026-12-01 09:00" (in the current timezone unless it has an offset, e.g. "+01:00").'
+)
+SCHEDULE_HELP = _(
+    "A cron expression with 5 fields (minute hour day-of-month month day-of-week, e.g. "
+    '"0 3 * * *") or an interval such as "every 5 minutes".'
+)
+TIMEZONE_HELP = _('The IANA timezone the schedule runs in, such as "Europe/Paris" or "UTC".')
+
+
+def parse_admin_when(value: str) -> datetime:
+    """parse_when(), plus a date and time without an offset, taken in the current timezone."""
+    now = timezone.now()
+    try:
+        return parse_when(value, now=now)
+    except JobsError as exc:
+        try:
+            naive = parse_datetime(value.strip())
+        except ValueError:
+            naive = None
+        if naive is None or timezone.is_aware(naive):
+            raise ValidationError(str(exc), code="invalid") from exc
+        return timezone.make_aware(naive)
+
+
+class CreateJobForm(forms.Form):
+    """Schedule a registered job; the name is picked from the registry, never typed."""
+
+    name = forms.ChoiceField(label=_("Job"), choices=())
+    data = forms.JSONField(  # type: ignore[assignment]  # the metaclass takes it off the class
+        label=_("Data"),
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 60}),
+        help_text=_('JSON passed to the job as job.data, e.g. {"email": "ada@example.com"}.'),
+    )
+    when = forms.CharField(label=_("When"), initial="now", max_length=100, help_text=WHEN_HELP)
+    priority = forms.IntegerField(
+        label=_("Priority"),
+        required=False,
+        min_value=MIN_PRIORITY,
+        max_value=MAX_PRIORITY,
+        help_text=_("From -100 to 100, higher runs first. Blank: the job's own priority."),
+    )
+    queue = forms.CharField(
+        label=_("Queue"),
+        required=False,
+        max_length=100,
+        help_text=_("Blank: the job's own queue."),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["name"].choices = [("", "---------")] + [  # type: ignore[attr-defined]
+            (name, name) for name in registry.names()
+        ]
+
+    def clean_data(self) -> Any:
+        data = self.cleaned_data.get("data")
+        data = {} if data is None else data
+        try:
+            api.check_json(data)
+        except JobsError as exc:
+            raise ValidationError(str(exc), code="invalid") from exc
+        return data
+
+    def clean_when(self) -> datetime:
+        return parse_admin_when(self.cleaned_data["when"])
+
+    def clean_queue(self) -> str | None:
+        queue = self.cleaned_data.get("queue") or None
+        if queue is not None:
+            try:
+                check_queue(queue)
+            except JobsError as exc:
+                raise ValidationError(str(exc), code="invalid") from exc
+        return queue
+
+    def save(self) -> Job:
+        """Schedule the job through the API; raises JobsError if the API refuses it."""
+        data = self.cleaned_data
+        return api.schedule(
+            data["when"],
+            data["name"],
+            data["data"],
+            priority=data.get("priority"),
+            queue=data.get("queue"),
+            using=settings.DATABASE,
+        )
+
+
+class RescheduleForm(forms.Form):
+    """A new time for the next run; for recurring jobs, or a new schedule and timezone."""
+
+    when = forms.CharField(label=_("New time"), required=False, max_length=100, help_text=WHEN_HELP)
+    schedule = forms.CharField(
+        label=_("New schedule"), required=False, max_length=200, help_text=SCHEDULE_HELP
+    )
+    timezone = forms.CharField(
+        label=_("Timezone"), required=False, max_length=64, help_text=TIMEZONE_HELP
+    )
+
+    def __init__(self, *args: Any, recurring: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recurring = recurring
+        if recurring:
+            self.fields["when"].help_text = _(
+                "Moves only the next run; the schedule goes on from there. %(help)s"
+            ) % {"help": WHEN_HELP}
+        else:
+            del self.fields["schedule"], self.fields["timezone"]
+            self.fields["when"].required = True
+
+    def clean_when(self) -> datetime | None:
+        value = self.cleaned_data.get("when", "").strip()
+        return parse_admin_when(value) if value else None
+
+    def clean_schedule(self) -> Schedule | None:
+        value = self.cleaned_data.get("schedule", "").strip()
+        if not value:
+            return None
+        try:
+            return parse_schedule(value)
+        except JobsError as exc:
+            raise ValidationError(str(exc), code="invalid") from exc
+
+    def clean_timezone(self) -> str:
+        value = self.cleaned_data.get("timezone", "").strip()
+        if value:
+            try:
+                get_timezone(value)
+            except JobsError as exc:
+                raise ValidationError(str(exc), code="invalid") from exc
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not self.recurring or self.errors:
+            return data
+        when, schedule = data.get("when"), data.get("schedule")
+        if when is None and schedule is None:
+            raise ValidationError(
+                _("Enter a new time for the next run, or a new schedule."), code="required"
+            )
+        if when is not None and schedule is not None:
+            raise ValidationError(
+                _(
+                    "Enter either a new time or a new schedule, not both: a new schedule "
+                    "computes its own next run."
+                ),
+                code="invalid",
+            )
+        if schedule is not None and not data.get("timezone"):
+            self.add_error("timezone", _("Enter the timezone of the new schedule."))
+        return data
+
+    def apply(self, job: Job) -> str:
+        """Change the job through its model method; returns the admin log message."""
+        data = self.cleaned_data
+        schedule = data.get("schedule")
+        if schedule is not None:
+            job.change_schedule(schedule.expression, data["timezone"])
+            return f"Changed the schedule to {schedule.expression!r} ({data['timezone']})."
+        job.reschedule(data["when"])
+        assert job.next_run_at is not None  # reschedule() reloaded the row
+        return f"Rescheduled the next run to {job.next_run_at.isoformat()}."
