@@ -10,6 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .claiming import wake_workers
 from .conf import settings
 from .exceptions import InvalidJobData, JobStateError
 from .models import Job, JobState
@@ -100,13 +101,13 @@ def schedule(
     db = using or settings.DATABASE
     jobs = Job.objects.using(db)
     if unique_key is None:
-        return jobs.create(**fields)
+        return _woken(jobs.create(**fields))
     existing = jobs.filter(unique_key=unique_key).first()
     if existing is not None:
         return existing
     try:
         with transaction.atomic(using=db):
-            return jobs.create(unique_key=unique_key, **fields)
+            return _woken(jobs.create(unique_key=unique_key, **fields))
     except IntegrityError:
         # Another process scheduled the same key between our check and our insert.
         existing = jobs.filter(unique_key=unique_key).first()
@@ -128,7 +129,18 @@ def schedule_many(
         Job(**_job_fields(when, name, data, priority=None, queue=None, max_attempts=None))
         for when, name, data in jobs
     ]
-    return Job.objects.using(using or settings.DATABASE).bulk_create(rows, batch_size=batch_size)
+    db = using or settings.DATABASE
+    created = Job.objects.using(db).bulk_create(rows, batch_size=batch_size)
+    soonest = min((job.next_run_at for job in created if job.next_run_at is not None), default=None)
+    if soonest is not None:
+        wake_workers(db, {job.queue for job in created}, due_at=soonest)
+    return created
+
+
+def _woken(job: Job) -> Job:
+    """Wake idle workers for a job due now or soon, once its transaction commits."""
+    wake_workers(job._state.db or settings.DATABASE, [job.queue], due_at=job.next_run_at)
+    return job
 
 
 def cancel(

@@ -17,6 +17,12 @@ POSITIVE_NUMBERS = (
     "BACKOFF_BASE",
     "BACKOFF_MAX",
 )
+# None means "derived from LOCK_LIFETIME"; a value <= 0 would make the heartbeat spin.
+OPTIONAL_POSITIVE_NUMBERS = ("HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @register(Tags.compatibility)
@@ -39,16 +45,37 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="django_jobs.E002",
             )
         )
-    for key in POSITIVE_NUMBERS:
+    for key in (*POSITIVE_NUMBERS, *OPTIONAL_POSITIVE_NUMBERS):
         value = raw.get(key, getattr(JobsSettings, key))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if value is None and key in OPTIONAL_POSITIVE_NUMBERS:
+            continue
+        if not _is_number(value) or not value > 0:  # `not >` also catches NaN
+            optional = " or None for the default" if key in OPTIONAL_POSITIVE_NUMBERS else ""
             errors.append(
                 Error(
                     f"DJANGO_JOBS[{key!r}] is {value!r}.",
-                    hint="Use a positive number of seconds.",
+                    hint=f"Use a positive number of seconds{optional}.",
                     id="django_jobs.E003",
                 )
             )
+    attempts = raw.get("DEFAULT_MAX_ATTEMPTS", JobsSettings.DEFAULT_MAX_ATTEMPTS)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        errors.append(
+            Error(
+                f"DJANGO_JOBS['DEFAULT_MAX_ATTEMPTS'] is {attempts!r}.",
+                hint="Use a whole number of 1 or more.",
+                id="django_jobs.E003",
+            )
+        )
+    jitter = raw.get("BACKOFF_JITTER", JobsSettings.BACKOFF_JITTER)
+    if not _is_number(jitter) or not 0 <= jitter <= 1:
+        errors.append(
+            Error(
+                f"DJANGO_JOBS['BACKOFF_JITTER'] is {jitter!r}.",
+                hint="Use a fraction from 0 (no jitter) to 1.",
+                id="django_jobs.E003",
+            )
+        )
     alias = raw_settings().get("DATABASE", "default")
     if alias not in django_settings.DATABASES:
         errors.append(
@@ -82,4 +109,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                         id="django_jobs.W001",
                     )
                 )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_retention_and_notify(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """RETENTION must be an age; NOTIFY a boolean."""
+    from .retention import InvalidAge, parse_age
+
+    raw = raw_settings()
+    errors: list[Any] = []
+    retention = raw.get("RETENTION")
+    if retention is not None:
+        try:
+            parse_age(retention)
+        except InvalidAge as exc:
+            errors.append(
+                Error(
+                    f"DJANGO_JOBS['RETENTION'] is {retention!r}: {exc}",
+                    hint='Use an age such as "30d" or "12h", a timedelta, or None to keep '
+                    "the history forever.",
+                    id="django_jobs.E006",
+                )
+            )
+    notify = raw.get("NOTIFY", True)
+    if not isinstance(notify, bool):
+        errors.append(
+            Error(
+                f"DJANGO_JOBS['NOTIFY'] is {notify!r}.",
+                hint="Use True (wake workers with LISTEN/NOTIFY on PostgreSQL) or False.",
+                id="django_jobs.E007",
+            )
+        )
     return errors

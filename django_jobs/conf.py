@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -25,6 +26,10 @@ class JobsSettings:
     BACKOFF_MAX: float = 3600.0  # seconds; the longest wait between retries
     BACKOFF_JITTER: float = 0.1  # fraction of the delay added at random, 0 to disable
     STALE_WORKER_AFTER: float | None = None  # seconds; None = 3 x LOCK_LIFETIME
+    NOTIFY: bool = True  # PostgreSQL: wake idle workers with LISTEN/NOTIFY (False: poll only)
+    # Finished jobs and runs older than this are deleted by the workers, hourly: "30d",
+    # "12h", a timedelta or seconds. None keeps the history forever (see purgejobs).
+    RETENTION: str | float | timedelta | None = None
 
     @property
     def heartbeat_interval(self) -> float:

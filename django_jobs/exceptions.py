@@ -23,3 +23,19 @@ class InvalidJobDefinition(JobsError, ValueError):
 
 class JobStateError(JobsError):
     """A state change that the job's current state does not allow."""
+
+
+class UnknownTask(UnknownJob):
+    """A task row whose path is not a Task of Django's tasks framework, so it is never run."""
+
+
+class WorkerLost(JobsError):
+    """The worker running a job stopped renewing its lock; recorded on an orphaned run."""
+
+
+class InvalidTaskArguments(InvalidJobData, TypeError):
+    """Task arguments that cannot be stored as JSON (a TypeError, as Django's tasks raise)."""
+
+
+class TasksUnavailable(JobsError, ImportError):
+    """Neither django.tasks (Django 6) nor the django-tasks backport can be imported."""

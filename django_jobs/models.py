@@ -16,7 +16,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .exceptions import JobStateError
+from .exceptions import InvalidSchedule, JobStateError
 
 RECURRING_KEY_PREFIX = "django_jobs:recurring:"
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
@@ -106,6 +106,14 @@ class Job(models.Model):
         help_text=_('Cron expression or interval ("every 5 minutes") of a recurring job.'),
     )
     timezone = models.CharField(_("timezone"), max_length=64, default="UTC")
+    schedule_overridden = models.BooleanField(
+        _("schedule overridden"),
+        default=False,
+        help_text=_(
+            "Set when the schedule was changed in the admin, so workers keep it instead of "
+            "the schedule declared in code."
+        ),
+    )
     unique_key = models.CharField(
         _("unique key"),
         max_length=255,
@@ -155,6 +163,12 @@ class Job(models.Model):
             models.Index(fields=["state", "locked_until"], name="django_jobs_lock_idx"),
             models.Index(fields=["name", "state"], name="django_jobs_name_state_idx"),
             models.Index(fields=["next_run_at"], name="django_jobs_next_run_idx"),
+            # Serves the claim of a worker that takes every queue: without it the database
+            # sorts every due row to find the first ten (benchmarks/bench.py, workload W4).
+            models.Index(
+                fields=["state", "enabled", "-priority", "next_run_at", "id"],
+                name="django_jobs_due_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -211,7 +225,7 @@ class Job(models.Model):
     def run_now(self) -> Job:
         """Make the job due now; for a recurring job, run a one-off copy so its schedule stays."""
         if self.recurring:
-            return Job.objects.using(self._state.db).create(
+            copy = Job.objects.using(self._state.db).create(
                 name=self.name,
                 data=self.data,
                 queue=self.queue,
@@ -219,17 +233,23 @@ class Job(models.Model):
                 max_attempts=self.max_attempts,
                 next_run_at=timezone.now(),
             )
+            return copy._wake_workers()
         finished = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]
         self._transition(
             [JobState.SCHEDULED, *finished],
             "run now",
+            # Before state=: MySQL/MariaDB evaluate SET assignments left to right, so a CASE
+            # after it would see the new state and never reset the attempts.
+            attempts=models.Case(
+                models.When(state__in=finished, then=models.Value(0)),
+                default=F("attempts"),
+                # Value(0) is an IntegerField: without this the types clash and Django refuses.
+                output_field=models.PositiveIntegerField(),
+            ),
             state=JobState.SCHEDULED,
             next_run_at=DbNow(),
-            attempts=models.Case(
-                models.When(state__in=finished, then=models.Value(0)), default=F("attempts")
-            ),
         )
-        return self
+        return self._wake_workers()
 
     def retry(self) -> Job:
         """Run a failed job again from its first attempt."""
@@ -240,12 +260,15 @@ class Job(models.Model):
             next_run_at=DbNow(),
             attempts=0,
         )
-        return self
+        return self._wake_workers()
 
     def reschedule(self, at: datetime) -> Job:
         """Move a pending or failed one-off job, or the next run of a recurring job, to `at`."""
         if timezone.is_naive(at):
-            raise JobStateError(f"Cannot reschedule to naive datetime {at!r}; pass an aware one.")
+            raise InvalidSchedule(
+                f"Cannot reschedule job {self} to the naive datetime {at!r}. Pass an aware "
+                "datetime, e.g. django.utils.timezone.make_aware(value)."
+            )
         reset = {} if self.state == JobState.SCHEDULED else {"attempts": 0}
         self._transition(
             [JobState.SCHEDULED, JobState.FAILED],
@@ -254,19 +277,35 @@ class Job(models.Model):
             next_run_at=at,
             **reset,
         )
-        return self
+        return self._wake_workers(due_at=at)
 
     def change_schedule(self, expression: str, tz_name: str) -> Job:
         """Give a recurring job a new cron expression or interval and timezone."""
+        from .registry import registry
         from .schedules import get_timezone, next_run, parse_schedule
 
+        if not self.recurring:
+            raise JobStateError(
+                f"Cannot change the schedule of job {self}: it is a one-off job; reschedule it "
+                "to a new time instead."
+            )
         parsed, tz = parse_schedule(expression), get_timezone(tz_name)
         at = next_run(parsed, scheduled_at=None, now=timezone.now(), tz=tz)
+        # sync_recurring keeps an overridden schedule at the next worker start; setting the
+        # schedule the code declares hands the row back to the code.
+        definition = registry.get(self.name)
+        from_code = (
+            definition is not None
+            and definition.schedule is not None
+            and definition.schedule.expression == parsed.expression
+            and definition.timezone == tz_name
+        )
         self._transition(
             [JobState.SCHEDULED, JobState.RUNNING, JobState.FAILED],
             "change the schedule of",
             schedule=parsed.expression,
             timezone=tz_name,
+            schedule_overridden=not from_code,
             next_run_at=models.Case(
                 models.When(state=JobState.RUNNING, then=F("next_run_at")), default=models.Value(at)
             ),
@@ -284,6 +323,14 @@ class Job(models.Model):
 
     def enable(self) -> Job:
         self._transition(list(JobState.values), "enable", enabled=True)
+        return self._wake_workers(due_at=self.next_run_at)
+
+    def _wake_workers(self, due_at: datetime | None = None) -> Job:
+        """Wake idle workers (after commit) when this job is due now or within a poll interval."""
+        from .claiming import wake_workers  # the claiming layer holds the vendor-specific code
+
+        if self.state == JobState.SCHEDULED:
+            wake_workers(self._state.db or "default", [self.queue], due_at=due_at)
         return self
 
     def cancel(self) -> None:
@@ -311,6 +358,12 @@ class JobRun(models.Model):
     started_at = models.DateTimeField(_("started at"), default=timezone.now)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True)
+    error_class = models.CharField(
+        _("error class"),
+        max_length=255,
+        blank=True,
+        help_text=_("Import path of the exception class that failed the run."),
+    )
     traceback = models.TextField(_("traceback"), blank=True)
 
     class Meta:

@@ -77,9 +77,9 @@ class JobDefinition:
 
     def retry_delay(self, attempt: int) -> timedelta:
         """Exponential backoff with jitter: the wait after failed attempt number `attempt`."""
-        delay = min(self.backoff_base * 2 ** max(attempt - 1, 0), self.backoff_max)
+        delay = self.backoff_base * 2 ** max(attempt - 1, 0)
         delay += delay * self.backoff_jitter * random.random()
-        return timedelta(seconds=delay)
+        return timedelta(seconds=min(delay, self.backoff_max))
 
 
 class Registry:
@@ -140,9 +140,9 @@ def job(
     concurrency: int | None = None,
     lock_lifetime: float | timedelta | None = None,
     max_attempts: int | None = None,
-    backoff: float = 10.0,
-    backoff_max: float = 3600.0,
-    backoff_jitter: float = 0.1,
+    backoff: float | None = None,
+    backoff_max: float | None = None,
+    backoff_jitter: float | None = None,
     schedule: str | None = None,
     timezone: str = "UTC",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -156,7 +156,9 @@ def job(
     - concurrency: at most this many of this job run at once in one worker process.
     - lock_lifetime: seconds a claim holds without a heartbeat (default: the worker's).
     - max_attempts: runs before the job is failed for good; retries back off
-      exponentially from `backoff` seconds up to `backoff_max`, plus jitter.
+      exponentially from `backoff` seconds up to `backoff_max`, plus `backoff_jitter`
+      (a fraction of the delay added at random); each defaults to its DJANGO_JOBS setting
+      (BACKOFF_BASE, BACKOFF_MAX, BACKOFF_JITTER).
     - schedule: a cron expression ("0 3 1 * *") or an interval ("every 5 minutes")
       that makes the job recurring, evaluated in `timezone` (an IANA name).
     """
@@ -190,9 +192,16 @@ def job(
         raise InvalidJobDefinition(
             f"Invalid lock_lifetime={lock_lifetime!r}. Use a positive number of seconds."
         )
+    backoff = settings.BACKOFF_BASE if backoff is None else backoff
+    backoff_max = settings.BACKOFF_MAX if backoff_max is None else backoff_max
+    backoff_jitter = settings.BACKOFF_JITTER if backoff_jitter is None else backoff_jitter
     _positive("backoff", backoff)
     _positive("backoff_max", backoff_max)
-    if not 0 <= backoff_jitter <= 1:
+    if (
+        isinstance(backoff_jitter, bool)
+        or not isinstance(backoff_jitter, int | float)
+        or not 0 <= backoff_jitter <= 1
+    ):
         raise InvalidJobDefinition(
             f"Invalid backoff_jitter={backoff_jitter!r}. Use a fraction from 0 to 1."
         )
@@ -204,7 +213,7 @@ def job(
             name=name,
             func=func,
             priority=parse_priority(priority),
-            queue=check_queue(queue or settings.DEFAULT_QUEUE),
+            queue=check_queue(settings.DEFAULT_QUEUE if queue is None else queue),
             concurrency=concurrency,
             lock_lifetime=lock_lifetime,  # type: ignore[arg-type]
             max_attempts=attempts,

@@ -22,7 +22,8 @@ def sync_recurring(using: str = "default", definitions: Registry = registry) -> 
     """Create or update the row of every recurring definition; returns how many rows changed.
 
     The row's next run is kept as it is unless the schedule or timezone changed, so a run
-    missed while no worker was up is still due and fires once (the misfire rule).
+    missed while no worker was up is still due and fires once (the misfire rule). A row whose
+    schedule was changed in the admin (schedule_overridden) keeps that schedule and timezone.
     """
     changed = 0
     now = timezone.now()
@@ -50,6 +51,9 @@ def sync_recurring(using: str = "default", definitions: Registry = registry) -> 
             except IntegrityError:
                 pass  # another worker starting at the same moment created it
             continue
+        if row.schedule_overridden:
+            # A schedule changed in the admin wins over the code's until it is set back to it.
+            wanted = {k: v for k, v in wanted.items() if k not in ("schedule", "timezone")}
         changes = {k: v for k, v in wanted.items() if getattr(row, k) != v}
         if not changes:
             continue

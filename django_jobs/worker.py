@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -14,15 +15,22 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
+from django.dispatch import Signal
 from django.utils import timezone
 
-from . import claiming
+from . import claiming, notify
 from .api import check_json
 from .conf import settings
 from .exceptions import UnknownJob
@@ -35,10 +43,19 @@ from .sync import sync_recurring
 logger = logging.getLogger(__name__)
 
 DB_ERROR_BACKOFF_MAX = 30.0  # seconds between attempts to reach a database that is down
+RETENTION_EVERY = 3600.0  # seconds between two purges of old history by one worker
+# SQLite's clock ('now') has millisecond resolution: a job due at 10:00:00.1234 is not due by
+# it until 10:00:00.124, so a worker that woke at its due time would find nothing to claim.
+DB_CLOCK_RESOLUTION = 0.001  # seconds
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def class_path(exc: BaseException) -> str:
+    """The import path of an exception's class, as Django's tasks framework records it."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
 
 
 def resolve(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:
@@ -46,7 +63,7 @@ def resolve(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:
     if job.task_backend:
         from .backend import resolve_task
 
-        return resolve_task(job), None
+        return resolve_task(job)
     definition = registry.get(job.name)
     if definition is None:
         raise UnknownJob(
@@ -67,6 +84,8 @@ class Running:
     run: JobRun | None = None
     lock_lifetime: float = 30.0
     started: float = field(default_factory=time.monotonic)
+    outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
+    recorded: threading.Event = field(default_factory=threading.Event)
 
 
 class Worker:
@@ -97,6 +116,12 @@ class Worker:
         self.using = using or settings.DATABASE
         self.claimed_count = 0
         self._running: dict[tuple[int, str], Running] = {}
+        # Ended runs waiting for the claim loop to write them, several in one transaction.
+        self._outcomes: list[Running] = []
+        # Held while outcomes are written and while locks are extended, so the heartbeat
+        # never extends (and reports lost) the lock of a job whose outcome was just written.
+        self._writing = threading.Lock()
+        self._listener: notify.Listener | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -108,24 +133,37 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped (or, with burst/max_jobs, until done); returns the exit status."""
-        self._install_signal_handlers()
-        self._register()
-        sync_recurring(self.using)
-        logger.info(
-            "Worker %s started: queues=%s concurrency=%d lock_lifetime=%ss",
-            self.worker_id,
-            ",".join(self.queues) or "*",
-            self.concurrency,
-            self.lock_lifetime,
-        )
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="django_jobs")
-        beat = threading.Thread(target=self._heartbeat_loop, name="django_jobs-heartbeat")
-        beat.daemon = True
-        beat.start()
+        previous_handlers = self._install_signal_handlers()
         try:
-            self._loop()
+            self._register()
+            sync_recurring(self.using)
+            logger.info(
+                "Worker %s started: queues=%s concurrency=%d lock_lifetime=%ss",
+                self.worker_id,
+                ",".join(self.queues) or "*",
+                self.concurrency,
+                self.lock_lifetime,
+            )
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="django_jobs")
+            beat = threading.Thread(target=self._heartbeat_loop, name="django_jobs-heartbeat")
+            beat.daemon = True
+            beat.start()
+            if settings.NOTIFY and notify.supported(self.using):
+                self._listener = notify.Listener(self.using, self._wake.set, self.queues)
+                self._listener.start()
+            if settings.RETENTION is not None:
+                threading.Thread(
+                    target=self._retention_loop, name="django_jobs-retention", daemon=True
+                ).start()
+            try:
+                self._loop()
+            finally:
+                self._shutdown()
         finally:
-            self._shutdown()
+            # A worker run in-process (call_command, a test) must not leave its handlers behind:
+            # they would make the host process ignore SIGTERM once this worker has stopped.
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
         return 0
 
     def stop(self) -> None:
@@ -133,11 +171,16 @@ class Worker:
         self._stopping.set()
         self._wake.set()
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """Route SIGTERM and SIGINT to a graceful stop; returns the handlers they replace."""
         if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+            return {}  # only the main thread may set handlers
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.signal(signum, self._on_signal)
+            if handler is not None:  # None: set outside Python, so it cannot be put back
+                previous[signum] = handler
+        return previous
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self._stopping.is_set():
@@ -171,15 +214,17 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             try:
+                self._write_outcomes()
+                since = timezone.now()
                 claimed = self._claim()
                 failures = 0
             except DatabaseError as exc:
                 failures += 1
                 delay = min(2**failures * 0.1, DB_ERROR_BACKOFF_MAX)
                 logger.warning(
-                    "Worker %s: database error while claiming (%s); retrying in %.1fs.",
+                    "Worker %s: database error (%s); reconnecting in %.1fs.",
                     self.worker_id,
-                    exc,
+                    str(exc).strip(),
                     delay,
                 )
                 close_old_connections_for(self.using)
@@ -187,12 +232,15 @@ class Worker:
                 continue
             with self._lock:
                 busy = len(self._running)
+                ended = bool(self._outcomes)
             if self._max_jobs_reached() and not busy:
                 logger.info("Worker %s ran its %d jobs; stopping.", self.worker_id, self.max_jobs)
                 return
+            if ended:
+                continue  # write them, then fill the slots they free
             if claimed and busy < self.concurrency and not self._max_jobs_reached():
                 continue  # there may be more due jobs for the free slots
-            sleep = self._sleep_time(busy)
+            sleep = self._sleep_time(busy, since)
             if self.burst and not claimed and not busy and sleep >= self.poll_interval:
                 # Nothing is due, nor coming due within a poll interval (e.g. a quick retry).
                 logger.info("Worker %s: nothing is due; stopping (--burst).", self.worker_id)
@@ -224,7 +272,7 @@ class Worker:
         if free <= 0:
             return []
         saturated = self._saturated_names()
-        jobs = claiming.claim(
+        claimed = claiming.claim_and_start(
             worker_id=self.worker_id,
             queues=self.queues,
             limit=free,
@@ -233,18 +281,71 @@ class Worker:
             using=self.using,
         )
         started = []
-        for job in jobs:
+        for job, run in claimed:
             if self._over_limit(job):
                 # The batch held more of this name than its concurrency allows: hand it back.
-                claiming.release(job, None, reason="")
+                claiming.release(job, run, reason="", discard_run=True)
                 continue
             self.claimed_count += 1
             started.append(job)
             with self._lock:
-                self._running[_key(job)] = Running(job, lock_lifetime=self._lifetime(job))
+                self._running[_key(job)] = Running(job, run, lock_lifetime=self._lifetime(job))
             assert self._pool is not None
             self._pool.submit(self._execute, job)
         return started
+
+    def _write_outcomes(self) -> None:
+        """Write the runs that ended since the last pass, in one transaction, and free slots."""
+        with self._lock:
+            batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        with self._writing:
+            try:
+                claiming.finish_many(
+                    [entry.outcome for entry in batch if entry.outcome], using=self.using
+                )
+            except (OperationalError, InterfaceError):
+                with self._lock:
+                    self._outcomes[:0] = batch  # written after the reconnection
+                raise
+            except Exception:
+                # One outcome the database refuses (a DataError, say) must not hold back the
+                # others: write them one by one.
+                logger.exception("Worker %s could not write a batch of outcomes.", self.worker_id)
+                self._write_one_by_one(batch)
+            with self._lock:
+                for entry in batch:
+                    self._running.pop(_key(entry.job), None)
+        for entry in batch:
+            entry.recorded.set()
+
+    def _write_one_by_one(self, batch: list[Running]) -> None:
+        for number, entry in enumerate(batch):
+            if entry.outcome is None:
+                continue
+            try:
+                claiming.finish_many([entry.outcome], using=self.using)
+            except (OperationalError, InterfaceError):
+                with self._lock:
+                    self._outcomes[:0] = batch[number:]
+                raise
+            except Exception:
+                logger.exception(
+                    "Could not record the outcome of job %s; its lock will expire and it will "
+                    "be recovered as an orphaned run.",
+                    entry.job,
+                )
+
+    def _record_outcome(self, entry: Running, outcome: claiming.Outcome, signal: Signal) -> None:
+        """Hand an ended run to the claim loop; wait for it to be written if `signal` has
+        receivers, so they see the job's new state."""
+        entry.outcome = outcome
+        with self._lock:
+            self._outcomes.append(entry)
+        self._wake.set()
+        if signal.has_listeners(Job):
+            entry.recorded.wait()
 
     def _over_limit(self, job: Job) -> bool:
         definition = registry.get(job.name)
@@ -260,15 +361,23 @@ class Worker:
             return definition.lock_lifetime.total_seconds()
         return self.lock_lifetime
 
-    def _sleep_time(self, busy: int) -> float:
-        """Sleep until the earliest due job we know of, but no longer than the poll interval."""
+    def _sleep_time(self, busy: int, since: datetime) -> float:
+        """Sleep until the earliest due job we know of, but no longer than the poll interval.
+
+        `since` is when the last claim began: a job that came due after it is due now.
+        """
         if busy >= self.concurrency:
             return self.poll_interval
         try:
             nxt = (
                 Job.objects.using(self.using)
                 .scheduled()
-                .filter(enabled=True, next_run_at__gt=timezone.now())
+                # A job due within the clock's resolution before the claim may not have been
+                # due by the database's clock yet: still count it as coming.
+                .filter(
+                    enabled=True,
+                    next_run_at__gt=since - timedelta(seconds=DB_CLOCK_RESOLUTION),
+                )
                 .filter(**({"queue__in": self.queues} if self.queues else {}))
                 .order_by("next_run_at")
                 .values_list("next_run_at", flat=True)
@@ -278,26 +387,26 @@ class Worker:
             return self.poll_interval
         if nxt is None:
             return self.poll_interval
-        return max(0.0, min(self.poll_interval, (nxt - timezone.now()).total_seconds()))
+        wait = (nxt - timezone.now()).total_seconds() + DB_CLOCK_RESOLUTION
+        return max(0.0, min(self.poll_interval, wait))
 
     # Running one job (on a pool thread)
 
     def _execute(self, job: Job) -> None:
         close_old_connections()
         entry = self._running[_key(job)]
-        run = None
+        run = entry.run
         definition = None
         try:
-            run = claiming.start_run(job, self.worker_id)
-            entry.run = run
             try:
                 func, definition = resolve(job)
             except UnknownJob as exc:
                 logger.error("Job %s failed: %s", job, exc)
-                claiming.finish(job, run, failure=claiming.Failure(str(exc), retry=False))
-                job_failed.send(sender=Job, job=job, run=run, exception=exc, will_retry=False)
+                failure = claiming.Failure(str(exc), retry=False, error_class=class_path(exc))
+                self._record_outcome(entry, claiming.Outcome(job, run, failure=failure), job_failed)
+                send_signal(job_failed, job=job, run=run, exception=exc, will_retry=False)
                 return
-            job_started.send(sender=Job, job=job, run=run)
+            send_signal(job_started, job=job, run=run)
             try:
                 result = func(job)
                 check_json(result, "the return value")
@@ -312,21 +421,29 @@ class Worker:
                     type(exc).__name__,
                     exc,
                 )
-                failure = claiming.Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc())
-                claiming.finish(job, run, failure=failure, retry_delay=delay)
-                job_failed.send(sender=Job, job=job, run=run, exception=exc, will_retry=will_retry)
+                failure = claiming.Failure(
+                    f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                    error_class=class_path(exc),
+                )
+                outcome = claiming.Outcome(job, run, failure=failure, retry_delay=delay)
+                self._record_outcome(entry, outcome, job_failed)
+                send_signal(job_failed, job=job, run=run, exception=exc, will_retry=will_retry)
                 return
-            claiming.finish(job, run, result=result)
-            logger.info("Job %s succeeded in %.3fs", job, time.monotonic() - entry.started)
-            job_succeeded.send(sender=Job, job=job, run=run, result=result)
+            elapsed = time.monotonic() - entry.started
+            self._record_outcome(entry, claiming.Outcome(job, run, result=result), job_succeeded)
+            logger.info("Job %s succeeded in %.3fs", job, elapsed)
+            send_signal(job_succeeded, job=job, run=run, result=result)
         except Exception:
-            # The database went away mid-run: the lock expires and another worker recovers it.
-            logger.exception("Worker %s could not record the outcome of %s", self.worker_id, job)
+            logger.exception("Worker %s could not run %s", self.worker_id, job)
         finally:
-            with self._lock:
-                self._running.pop(_key(job), None)
             close_old_connections()
-            self._wake.set()
+            if entry.outcome is None:
+                # Nothing to write (an error above): free the slot; the lock expires and
+                # another worker recovers the job.
+                with self._lock:
+                    self._running.pop(_key(job), None)
+                self._wake.set()
 
     # Heartbeat (its own thread and database connection)
 
@@ -335,25 +452,48 @@ class Worker:
             self.beat()
         connections.close_all()
 
+    def _retention_loop(self) -> None:
+        # Spread the purges of workers that started together.
+        wait = random.uniform(0, 60)
+        while not self._stopping.wait(wait):
+            self.apply_retention()
+            wait = RETENTION_EVERY
+        connections.close_all()
+
+    def apply_retention(self) -> int:
+        """Delete history older than DJANGO_JOBS["RETENTION"]; returns how many rows went."""
+        from .retention import parse_age, purge
+
+        if settings.RETENTION is None:
+            return 0
+        try:
+            result = purge(parse_age(settings.RETENTION), using=self.using, pause=0.05)
+        except DatabaseError as exc:
+            logger.warning("Worker %s: purging old history failed (%s).", self.worker_id, exc)
+            close_old_connections_for(self.using)
+            return 0
+        return result.jobs + result.runs
+
     def beat(self) -> None:
         """Mark this worker alive, extend its jobs' locks, recover jobs of dead workers."""
         try:
             assert self._record is not None
             if not claiming.heartbeat(self._record):
                 self._register()  # presumed dead after a long pause: come back
-            with self._lock:
-                entries = list(self._running.values())
-            by_lifetime: dict[float, list[Job]] = {}
-            for entry in entries:
-                by_lifetime.setdefault(entry.lock_lifetime, []).append(entry.job)
-            for lifetime, jobs in by_lifetime.items():
-                lost = claiming.extend_locks(jobs, lifetime, using=self.using)
-                for pk in lost:
-                    logger.warning(
-                        "Worker %s lost the lock of job %s; its result will be discarded.",
-                        self.worker_id,
-                        pk,
-                    )
+            with self._writing:
+                with self._lock:
+                    entries = list(self._running.values())
+                by_lifetime: dict[float, list[Job]] = {}
+                for entry in entries:
+                    by_lifetime.setdefault(entry.lock_lifetime, []).append(entry.job)
+                for lifetime, jobs in by_lifetime.items():
+                    lost = claiming.extend_locks(jobs, lifetime, using=self.using)
+                    for pk in lost:
+                        logger.warning(
+                            "Worker %s lost the lock of job %s; its result will be discarded.",
+                            self.worker_id,
+                            pk,
+                        )
             claiming.recover_stale(self.using)
             claiming.delete_dead_workers(settings.stale_worker_after, using=self.using)
         except DatabaseError as exc:
@@ -365,6 +505,11 @@ class Worker:
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.grace_period
         while True:
+            try:
+                self._write_outcomes()
+            except DatabaseError as exc:
+                logger.warning("Worker %s: cannot write outcomes (%s).", self.worker_id, exc)
+                close_old_connections_for(self.using)
             with self._lock:
                 left = list(self._running.values())
             if not left or time.monotonic() >= deadline:
@@ -372,7 +517,15 @@ class Worker:
             self._wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             self._wake.clear()
         self._stopping.set()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener.join(2 * notify.WAIT_STEP)
         for entry in left:
+            if entry.outcome is not None:
+                # It ran, but the database could not be told: its lock expires and the run is
+                # recorded as orphaned, rather than handed back as if it had not run.
+                logger.error("Could not record the outcome of job %s.", entry.job)
+                continue
             reason = (
                 f"Worker {self.worker_id} stopped before the job finished "
                 f"(grace period {self.grace_period}s); it was handed back to run again."
@@ -393,6 +546,22 @@ class Worker:
             os._exit(0)
         assert self._pool is not None
         self._pool.shutdown(wait=True)
+
+
+def send_signal(signal: Signal, **kwargs: Any) -> None:
+    """Send a job signal; a receiver that raises is logged and cannot break the run."""
+    # With a plain send(), a failing job_started receiver would leave the job running until
+    # its lock expired and then record it as orphaned. send_robust() logs the traceback to
+    # "django.dispatch"; this says which job it was.
+    for receiver, response in signal.send_robust(sender=Job, **kwargs):
+        if isinstance(response, Exception):
+            logger.error(
+                "Receiver %s of a django_jobs signal raised %s: %s (job %s).",
+                getattr(receiver, "__qualname__", receiver),
+                type(response).__name__,
+                response,
+                kwargs.get("job"),
+            )
 
 
 def _key(job: Job) -> tuple[int, str]:

@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+import django
 
 SECRET_KEY = "django_jobs-tests-not-secret"
 DEBUG = False
@@ -70,11 +71,25 @@ TEMPLATES = [
 ]
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Django 6.1 replaces EMAIL_BACKEND (deprecated there) with MAILERS.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_jobs": {"handlers": ["console"], "level": "INFO"}},
+}
+
+# Django's tasks framework (django.tasks; the django-tasks backport on Django 5.2) runs its
+# @task functions through django_jobs. "retrying" is the backend with retries.
+TASKS = {
+    "default": {"BACKEND": "django_jobs.backend.JobsBackend", "QUEUES": ["default", "emails"]},
+    "retrying": {
+        "BACKEND": "django_jobs.backend.JobsBackend",
+        "OPTIONS": {"MAX_ATTEMPTS": 3, "BACKOFF": 0.01},
+    },
 }

@@ -58,3 +58,11 @@ def limited(j):
 @job("monthly", schedule="0 3 1 * *", timezone="Europe/Paris")
 def monthly(j):
     _record(j)
+
+
+@job("append-line", max_attempts=3, backoff=0.01, backoff_jitter=0)
+def append_line(j):
+    """Append "job_id attempt pid" to the file data["path"]; no database, for fault tests."""
+    time.sleep(float(j.data.get("seconds", 0)))
+    with open(j.data["path"], "a") as out:
+        out.write(f"{j.pk} {j.attempt} {os.getpid()}\n")

@@ -8,6 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from django_jobs.conf import settings
+from django_jobs.exceptions import InvalidJobDefinition
+from django_jobs.registry import check_queue
 from django_jobs.worker import Worker
 
 
@@ -56,10 +58,39 @@ def _seconds_or_zero(option: str) -> Any:
     return parse
 
 
+def _processes(text: str) -> int | str:
+    """--processes: a whole number of 1 or more, or "auto" for one per core."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    return _positive_int("--processes")(str(text))  # type: ignore[no-any-return]
+
+
+# call_command("runjobs", concurrency=0) hands keyword options to handle() without argparse's
+# type checks, so handle() runs these again.
+CHECKED_OPTIONS = {
+    "concurrency": _positive_int("--concurrency"),
+    "poll_interval": _positive_float("--poll-interval"),
+    "max_jobs": _positive_int("--max-jobs"),
+    "lock_lifetime": _positive_float("--lock-lifetime"),
+    "grace_period": _seconds_or_zero("--grace-period"),
+    "processes": _processes,
+}
+
+
 class Command(BaseCommand):
     help = "Run a django_jobs worker: claim due jobs and run them until stopped."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--processes",
+            type=_processes,
+            default=None,
+            metavar="N|auto",
+            help=(
+                "Run N worker processes under a supervisor that restarts any that dies "
+                "(auto: one per CPU core). Without it, one worker runs in this process."
+            ),
+        )
         parser.add_argument(
             "--concurrency",
             type=_positive_int("--concurrency"),
@@ -103,19 +134,40 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        for option, parse in CHECKED_OPTIONS.items():
+            if options[option] is not None:
+                try:
+                    options[option] = parse(str(options[option]))
+                except argparse.ArgumentTypeError as exc:
+                    raise CommandError(str(exc)) from None
+        for queue in options["queues"]:
+            try:
+                check_queue(queue)
+            except InvalidJobDefinition as exc:
+                raise CommandError(f"--queue: {exc}") from None
         worker_id = options["worker_id"]
-        if worker_id is not None and not worker_id.strip():
-            raise CommandError("--worker-id must not be empty; leave it out for a generated id.")
-        worker = Worker(
-            queues=options["queues"],
-            concurrency=options["concurrency"],
-            poll_interval=options["poll_interval"],
-            burst=options["burst"],
-            max_jobs=options["max_jobs"],
-            worker_id=worker_id,
-            lock_lifetime=options["lock_lifetime"],
-            grace_period=options["grace_period"],
-        )
-        status = worker.run()
+        if worker_id is not None and not str(worker_id).strip():
+            raise CommandError(
+                f"--worker-id must not be empty (got {worker_id!r}); leave it out for a "
+                "generated id."
+            )
+        worker_options = {
+            "queues": options["queues"],
+            "concurrency": options["concurrency"],
+            "poll_interval": options["poll_interval"],
+            "burst": options["burst"],
+            "max_jobs": options["max_jobs"],
+            "worker_id": worker_id,
+            "lock_lifetime": options["lock_lifetime"],
+            "grace_period": options["grace_period"],
+        }
+        processes = options["processes"]
+        if processes is not None:
+            from django_jobs.cluster import Supervisor, cpu_count
+
+            count = cpu_count() if processes == "auto" else processes
+            status = Supervisor(count, worker_options).run()
+        else:
+            status = Worker(**worker_options).run()
         if status:
             raise SystemExit(status)

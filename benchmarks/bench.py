@@ -1,0 +1,487 @@
+#!/usr/bin/env python
+"""Benchmarks of django_jobs against one database; prints a table (not a test).
+
+    python benchmarks/bench.py --database-url postgres://postgres@127.0.0.1:5432/bench_perf
+    python benchmarks/bench.py --database-url sqlite:////tmp/django_jobs_bench/bench.sqlite3
+    python benchmarks/bench.py --database-url mysql://root@127.0.0.1:3306/bench_perf -w w1,w2
+
+Workloads (docs/performance.md says what each measures and why):
+  w1       drain 10,000 no-op jobs with `runjobs --burst`, 1 process and 2 processes
+  w2       an idle worker; 200 jobs scheduled one at a time 20 ms apart: enqueue-to-start
+  w3       50 jobs scheduled for exact future instants: start minus due time
+  w4       the time of one claim (batch of 10) with 10,000 and 1,000,000 jobs pending
+  enqueue  schedule() one at a time, and schedule_many() in batches of 1,000
+
+The database is the benchmark's own: its name must start with "bench" (it is emptied at
+every workload), and the script creates it if needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue")
+Row = tuple[str, str, str]  # workload, metric, value
+
+
+# Setting up
+
+
+def ensure_database(url: str) -> None:
+    """Create the benchmark's database if it does not exist; refuse names not its own."""
+    parsed = urlparse(url)
+    if parsed.scheme.startswith("sqlite"):
+        path = Path(parsed.path)
+        if not path.name.startswith("bench"):
+            sys.exit(f"The SQLite file must be named bench*, not {path.name!r}.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    name = parsed.path.lstrip("/")
+    if not name.startswith("bench"):
+        sys.exit(f"The database name must start with 'bench' (it is emptied), not {name!r}.")
+    if parsed.scheme.startswith("postgres"):
+        import psycopg
+
+        admin = parsed._replace(path="/postgres").geturl()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+            if not found:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    elif parsed.scheme.startswith("mysql"):
+        import MySQLdb
+
+        conn = MySQLdb.connect(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 3306,
+            user=parsed.username or "root",
+            password=parsed.password or "",
+        )
+        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+        conn.close()
+
+
+def setup(url: str) -> None:
+    os.environ["BENCH_DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
+    ensure_database(url)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def reset() -> None:
+    """Empty the job tables and refresh the planner's statistics."""
+    from django.core.management.color import no_style
+    from django.db import connection
+
+    from django_jobs.models import Job, JobRun, Worker
+
+    tables = [m._meta.db_table for m in (JobRun, Job, Worker)]
+    connection.ops.execute_sql_flush(connection.ops.sql_flush(no_style(), tables))
+    analyze()
+
+
+def analyze() -> None:
+    """What autovacuum/ANALYZE keep up to date on a real database."""
+    from django.db import connection
+
+    from django_jobs.models import Job, JobRun
+
+    with connection.cursor() as cursor:
+        for model in (Job, JobRun):
+            table = connection.ops.quote_name(model._meta.db_table)
+            if connection.vendor == "postgresql":
+                cursor.execute(f"VACUUM ANALYZE {table}")
+            elif connection.vendor == "mysql":
+                cursor.execute(f"ANALYZE TABLE {table}")
+                cursor.fetchall()
+            else:
+                cursor.execute(f"ANALYZE {table}")
+
+
+def fill(count: int, when: str = "now") -> None:
+    """Add `count` pending no-op jobs: 10,000 through schedule_many, then doubled in SQL."""
+    from django.db import connection
+
+    from django_jobs import schedule_many
+    from django_jobs.models import Job
+
+    first = min(count, 10_000)
+    schedule_many(((when, "bench-noop", None) for _ in range(first)), batch_size=5000)
+    have = first
+    table = connection.ops.quote_name(Job._meta.db_table)
+    columns = ", ".join(
+        connection.ops.quote_name(f.column or f.name)
+        for f in Job._meta.concrete_fields
+        if not f.primary_key
+    )
+    while have < count:
+        more = min(have, count - have)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table} "
+                f"ORDER BY {connection.ops.quote_name('id')} LIMIT %s",
+                [more],
+            )
+        have += more
+    analyze()
+
+
+# Worker processes
+
+
+class Runjobs:
+    """A `manage.py runjobs` process on the benchmark's settings."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-runjobs.log", "ab")  # noqa: SIM115
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "runjobs", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, workers: int = 1, timeout: float = 60) -> None:
+        from django_jobs.models import Worker
+
+        deadline = time.monotonic() + timeout
+        while Worker.objects.count() < workers:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("runjobs did not start; see bench-runjobs.log")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
+
+    def wait(self, timeout: float = 600) -> int:
+        code = self.proc.wait(timeout)
+        self.log.close()
+        return code
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def machine_cpu() -> float:
+    """Seconds of CPU (user + system, every core) the machine has spent since boot."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    ticks = sum(int(x) for x in fields[:3]) + sum(int(x) for x in fields[5:8])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# Statistics
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# Workloads
+
+
+def w1(jobs: int, concurrency: int) -> Iterator[Row]:
+    """Drain `jobs` no-op jobs with runjobs --burst, 1 process and 2 processes."""
+    from django.db.models import Max, Min
+
+    from django_jobs.models import Job, JobRun, JobState
+
+    for processes in (1, 2):
+        reset()
+        fill(jobs)
+        args = ["--burst", "--concurrency", str(concurrency)]
+        if processes > 1:
+            args += ["--processes", str(processes)]
+        before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before_machine = machine_cpu()
+        worker = Runjobs(*args)
+        code = worker.wait()
+        machine_seconds = machine_cpu() - before_machine
+        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if code != 0:
+            raise RuntimeError(f"runjobs exited with {code}; see bench-runjobs.log")
+        worker_seconds = (after_children.ru_utime + after_children.ru_stime) - (
+            before_children.ru_utime + before_children.ru_stime
+        )
+        done = Job.objects.filter(state=JobState.SUCCEEDED).count()
+        if done != jobs or JobRun.objects.count() != jobs:
+            raise RuntimeError(f"{done} of {jobs} jobs succeeded")
+        last = Job.objects.aggregate(t=Max("last_finished_at"))["t"].timestamp()
+        first = JobRun.objects.aggregate(t=Min("started_at"))["t"].timestamp()
+        wall = last - worker.started
+        name = f"W1 drain {jobs:,}, {processes} process{'es' if processes > 1 else ''}"
+        yield name, "jobs/s (launch to last finish)", f"{jobs / wall:,.0f}"
+        yield name, "wall time, launch to last finish", f"{wall:.2f} s"
+        yield name, "jobs/s (first start to last finish)", f"{jobs / (last - first):,.0f}"
+        # CPU of the runjobs processes, and of everything else on the machine (the database
+        # server, mostly) while they ran, per job.
+        yield (
+            name,
+            "CPU per job: runjobs / rest of machine",
+            (
+                f"{worker_seconds / jobs * 1e6:.0f} µs / "
+                f"{max(machine_seconds - worker_seconds, 0) / jobs * 1e6:.0f} µs"
+            ),
+        )
+
+
+def w2(count: int = 200, gap: float = 0.020, concurrency: int = 4) -> Iterator[Row]:
+    """An idle worker; jobs scheduled one at a time `gap` apart: enqueue-to-start latency.
+
+    Twice: with now() on its own (autocommit), timed from the call; and with now() inside a
+    transaction, timed from the commit (a callback registered before now()'s NOTIFY).
+    """
+    from django.db import transaction
+
+    from django_jobs import now
+    from django_jobs.models import Job, JobState
+
+    def enqueue_alone() -> tuple[int, float]:
+        before = time.time()
+        return now("bench-stamp").pk, before
+
+    def enqueue_in_transaction() -> tuple[int, float]:
+        stamp: list[float] = []
+        with transaction.atomic():
+            transaction.on_commit(lambda: stamp.append(time.time()))
+            job = now("bench-stamp")
+        return job.pk, stamp[0]
+
+    name = f"W2 latency, {count} jobs {gap * 1000:.0f} ms apart"
+    for label, enqueue in (
+        ("from the call of now()", enqueue_alone),
+        ("from the commit of now() in a transaction", enqueue_in_transaction),
+    ):
+        reset()
+        worker = Runjobs("--concurrency", str(concurrency))
+        try:
+            worker.wait_ready()
+            time.sleep(1.0)  # idle: asleep, waiting for work
+            since: dict[int, float] = {}
+            start = time.monotonic()
+            for i in range(count):
+                delay = start + i * gap - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pk, at = enqueue()
+                since[pk] = at
+            wait_until(
+                lambda: Job.objects.filter(state=JobState.SUCCEEDED).count() == count,
+                60,
+                "W2 jobs",
+            )
+        finally:
+            worker.stop()
+        started: dict[int, float] = dict(Job.objects.values_list("pk", "result"))  # type: ignore[arg-type]
+        latencies = [started[pk] - at for pk, at in since.items()]
+        yield name, f"{label} to start: p50", ms(pct(latencies, 50))
+        yield name, f"{label} to start: p95", ms(pct(latencies, 95))
+        yield name, f"{label} to start: max", ms(max(latencies))
+
+
+def w3(count: int = 50, concurrency: int = 4) -> Iterator[Row]:
+    """Jobs scheduled for exact future instants: start minus due time."""
+    from django_jobs import schedule
+    from django_jobs.models import Job, JobState
+
+    reset()
+    worker = Runjobs("--concurrency", str(concurrency))
+    try:
+        worker.wait_ready()
+        time.sleep(1.0)
+        base = time.time() + 3.0
+        due: dict[int, float] = {}
+        for i in range(count):
+            at = base + i * 0.1 + random.uniform(0, 0.05)
+            # Round to the millisecond: "12:00:00.123", as a user would write it.
+            at = round(at, 3)
+            due[schedule(datetime.fromtimestamp(at, UTC), "bench-stamp").pk] = at
+        wait_until(
+            lambda: Job.objects.filter(state=JobState.SUCCEEDED).count() == count, 60, "W3 jobs"
+        )
+    finally:
+        worker.stop()
+    started: dict[int, float] = dict(Job.objects.values_list("pk", "result"))  # type: ignore[arg-type]
+    late = [started[pk] - at for pk, at in due.items()]
+    name = f"W3 timing, {count} jobs at exact instants"
+    yield name, "start minus due p50", ms(pct(late, 50))
+    yield name, "start minus due p95", ms(pct(late, 95))
+    yield name, "start minus due max", ms(max(late))
+
+
+def w4(claims: int = 200, batch: int = 10) -> Iterator[Row]:
+    """The time of one claim (with its run rows, as the worker does) by table size."""
+    from django_jobs import claiming
+
+    def measure() -> list[float]:
+        times = []
+        for i in range(claims + 1):
+            t = time.perf_counter()
+            got = claiming.claim_and_start(
+                worker_id="bench", queues=[], limit=batch, lock_lifetime=30
+            )
+            elapsed = time.perf_counter() - t
+            if i:  # the first one warms the caches up
+                times.append(elapsed)
+            if not got and fills_due:
+                raise RuntimeError("nothing left to claim")
+        return times
+
+    results: dict[str, list[float]] = {}
+    for pending in (10_000, 1_000_000):
+        fills_due = True
+        reset()
+        fill(pending)
+        results[f"{pending:,} due"] = measure()
+    fills_due = False
+    reset()
+    fill(1_000_000, when="in 1 day")
+    results["1,000,000 not yet due (idle poll)"] = measure()
+    for label, times in results.items():
+        name = f"W4 claim of {batch}, {label}"
+        yield name, "p50 / mean", f"{ms(statistics.median(times))} / {ms(statistics.mean(times))}"
+
+
+def enqueue(single: int = 2000, bulk: int = 10_000) -> Iterator[Row]:
+    """schedule() one at a time (autocommit), and schedule_many() in batches of 1,000."""
+    from django_jobs import now, schedule_many
+
+    reset()
+    t = time.perf_counter()
+    for _ in range(single):
+        now("bench-noop")
+    yield (
+        "Enqueue",
+        f"now() x {single:,}, one at a time",
+        f"{single / (time.perf_counter() - t):,.0f} jobs/s",
+    )
+    reset()
+    t = time.perf_counter()
+    schedule_many((("now", "bench-noop", None) for _ in range(bulk)), batch_size=1000)
+    yield (
+        "Enqueue",
+        f"schedule_many() {bulk:,}, batches of 1,000",
+        f"{bulk / (time.perf_counter() - t):,.0f} jobs/s",
+    )
+
+
+# The report
+
+
+def machine() -> list[str]:
+    from django import get_version
+    from django.db import connection
+
+    cpu = "?"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT sqlite_version()")
+        else:
+            cursor.execute("SELECT version()")
+        version = cursor.fetchone()[0]
+    return [
+        f"machine: {platform.node()}, {os.cpu_count()} cores ({cpu}), Linux {platform.release()}",
+        f"python {platform.python_version()}, django {get_version()}",
+        f"database: {connection.vendor} {version.split(' on ')[0]}",
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+    ]
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger("django_jobs")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("-w", "--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--jobs", type=int, default=10_000, help="W1 job count")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="runjobs --concurrency for W1 (default 16)"
+    )
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(wanted) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload(s) {sorted(unknown)}; use {', '.join(WORKLOADS)}")
+    setup(args.database_url)
+    header = machine()
+    for line in header:
+        print(line, flush=True)
+    rows: list[Row] = []
+    runners: dict[str, Callable[[], Iterator[Row]]] = {
+        "w1": lambda: w1(args.jobs, args.concurrency),
+        "w2": w2,
+        "w3": w3,
+        "w4": w4,
+        "enqueue": enqueue,
+    }
+    print("\n| workload | metric | value |\n|---|---|---|", flush=True)
+    with quiet_logs():
+        for name in wanted:
+            for row in runners[name]():
+                rows.append(row)
+                print(f"| {row[0]} | {row[1]} | {row[2]} |", flush=True)
+    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": header, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

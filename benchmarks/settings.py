@@ -1,0 +1,52 @@
+"""Settings of the benchmark: its own database (BENCH_DATABASE_URL) and a bench app.
+
+Only what docs/deployment.md recommends for production is set: persistent connections with
+health checks (CONN_MAX_AGE, CONN_HEALTH_CHECKS), and on SQLite WAL with IMMEDIATE
+transactions. django_jobs logs at WARNING (see LOGGING below).
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+SECRET_KEY = "django_jobs-benchmark-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+_DEFAULT_SQLITE = Path(tempfile.gettempdir()) / "django_jobs_bench" / "bench.sqlite3"
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{_DEFAULT_SQLITE}")
+_db = dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL",
+    }
+elif _db["ENGINE"] == "django.db.backends.mysql":
+    _db["OPTIONS"] = {"charset": "utf8mb4", "isolation_level": "read committed"}
+DATABASES = {"default": _db}
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_jobs",
+    "benchmarks.benchapp",
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+DJANGO_JOBS: dict = {}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # WARNING, as docs/deployment.md recommends at thousands of jobs a second (INFO writes a
+    # line per job); BENCH_LOG_LEVEL=INFO measures that cost.
+    "loggers": {
+        "django_jobs": {
+            "handlers": ["console"],
+            "level": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        }
+    },
+}

@@ -1,0 +1,228 @@
+"""Cluster mode: `runjobs --processes N` supervises N worker processes.
+
+Each child is a full worker (its own database connections, its own Worker row and
+heartbeat). The supervisor restarts a child that dies, with an exponential back-off so a
+child that crashes at start does not spin; it forwards SIGTERM/SIGINT for a graceful stop and
+exits once every child has stopped. A child that exits with status 0 (``--burst``,
+``--max-jobs``) is done and is not restarted.
+
+On Linux children are forked from the supervisor, which has set Django up and holds no
+database connection (it closes them all before forking). Elsewhere they are spawned and set
+Django up themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from types import FrameType
+from typing import Any
+
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0  # seconds before restarting a child that died; doubles per quick crash
+RESTART_DELAY_MAX = 60.0  # seconds
+STABLE_AFTER = 60.0  # seconds; a child that ran this long before dying restarts at once-ish
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (what `--processes auto` starts)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def start_method() -> str:
+    """Fork where it is safe and cheap (Linux); spawn elsewhere."""
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
+@dataclass
+class Slot:
+    """One of the N places for a worker process, and its restart history."""
+
+    number: int
+    process: Any = None  # multiprocessing.Process
+    started_at: float = 0.0  # time.monotonic()
+    quick_crashes: int = 0
+    restart_at: float | None = None  # time.monotonic() of a pending restart
+    done: bool = False
+
+
+class Supervisor:
+    """Starts `processes` workers built from `worker_options` and keeps them running."""
+
+    def __init__(self, processes: int, worker_options: dict[str, Any]) -> None:
+        if processes < 1:
+            raise ValueError(f"Invalid processes={processes!r}. Use 1 or more.")
+        self.processes = processes
+        self.worker_options = dict(worker_options)
+        self.slots = [Slot(number) for number in range(1, processes + 1)]
+        self.stopping = False
+        self._signals = 0
+        self._context = multiprocessing.get_context(start_method())
+        self._status = 0
+
+    def run(self) -> int:
+        """Supervise until every child has stopped; returns the exit status."""
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
+        logger.info(
+            "Supervisor %d starting %d worker processes (%s).",
+            os.getpid(),
+            self.processes,
+            self._context.get_start_method(),
+        )
+        try:
+            for slot in self.slots:
+                self._start(slot)
+            self._supervise()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        logger.info("Supervisor %d: all worker processes stopped.", os.getpid())
+        return self._status
+
+    def _supervise(self) -> None:
+        while True:
+            alive = [slot for slot in self.slots if slot.process is not None]
+            pending = [slot for slot in self.slots if slot.restart_at is not None]
+            if not alive and not pending:
+                return
+            now = time.monotonic()
+            timeout = 1.0
+            if pending and not self.stopping:
+                timeout = max(0.0, min(timeout, *(s.restart_at - now for s in pending)))  # type: ignore[operator]
+            ready = wait([slot.process.sentinel for slot in alive], timeout)
+            for slot in alive:
+                if slot.process.sentinel in ready:
+                    self._reap(slot)
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.restart_at is None:
+                    continue
+                if self.stopping:
+                    slot.restart_at, slot.done = None, True
+                elif slot.restart_at <= now:
+                    slot.restart_at = None
+                    self._start(slot)
+
+    def _worker_options(self, slot: Slot) -> dict[str, Any]:
+        options = dict(self.worker_options)
+        if options.get("worker_id"):
+            options["worker_id"] = f"{options['worker_id']}-{slot.number}"
+        return options
+
+    def _start(self, slot: Slot) -> None:
+        # A forked child must not share a connection (socket) with its parent or siblings.
+        connections.close_all()
+        process = self._context.Process(  # type: ignore[attr-defined]
+            target=_child_main,
+            args=(self._worker_options(slot), os.getpid()),
+            name=f"django_jobs-worker-{slot.number}",
+        )
+        # Signals stay blocked across the fork until the child has its own handlers, so a
+        # SIGTERM in that instant cannot run this supervisor's handler inside the child.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        slot.process, slot.started_at = process, time.monotonic()
+        logger.info("Started worker process %d (pid %s).", slot.number, process.pid)
+
+    def _reap(self, slot: Slot) -> None:
+        process = slot.process
+        process.join()
+        slot.process = None
+        code = process.exitcode
+        lived = time.monotonic() - slot.started_at
+        if code == 0:
+            slot.done = True
+            logger.info("Worker process %d (pid %s) exited.", slot.number, process.pid)
+            return
+        if self.stopping:
+            slot.done = True
+            self._status = 1
+            logger.info(
+                "Worker process %d (pid %s) exited with %s.", slot.number, process.pid, _how(code)
+            )
+            return
+        slot.quick_crashes = slot.quick_crashes + 1 if lived < STABLE_AFTER else 1
+        delay = min(RESTART_DELAY * 2 ** (slot.quick_crashes - 1), RESTART_DELAY_MAX)
+        slot.restart_at = time.monotonic() + delay
+        logger.warning(
+            "Worker process %d (pid %s) died (%s) after %.1fs; restarting it in %.1fs.",
+            slot.number,
+            process.pid,
+            _how(code),
+            lived,
+            delay,
+        )
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        children = [slot.process for slot in self.slots if slot.process is not None]
+        if not self.stopping:
+            self.stopping = True
+            logger.info(
+                "Supervisor %d: %s received, stopping %d worker process(es) gracefully.",
+                os.getpid(),
+                signal.Signals(signum).name,
+                len(children),
+            )
+            # SIGTERM, whatever came in: after a Ctrl-C the terminal has already sent the
+            # children SIGINT themselves, and a second SIGINT would make them exit at once.
+            forward = signal.SIGTERM
+        elif signum == signal.SIGINT:
+            logger.warning("Supervisor %d: second interrupt, stopping at once.", os.getpid())
+            forward = signal.SIGINT  # a worker that is stopping exits at once on SIGINT
+        else:
+            return
+        for process in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, forward)
+
+
+def _how(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"status {code}"
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to send this child SIGTERM when the supervisor dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the supervisor died before the line above
+
+
+def _child_main(options: dict[str, Any], parent_pid: int) -> None:
+    """A worker process: set up, run one Worker, exit with its status."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    _die_with_parent(parent_pid)
+    import django
+    from django.apps import apps
+
+    if not apps.ready:  # spawned: a fresh interpreter
+        django.setup()
+    from .worker import Worker
+
+    sys.exit(Worker(**options).run())

@@ -1,0 +1,161 @@
+"""The worker's batched writes: claim_and_start() and finish_many(), on every database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
+
+from django_jobs import claiming
+from django_jobs.claiming import Failure, Outcome, claim_and_start, finish_many, release
+from django_jobs.models import Job, JobRun, JobState, RunOutcome
+
+pytestmark = pytest.mark.django_db
+
+
+def due(**fields) -> Job:
+    fields.setdefault("next_run_at", timezone.now() - timedelta(seconds=1))
+    fields.setdefault("name", "record")
+    return Job.objects.create(**fields)
+
+
+def claim(limit: int = 10, worker_id: str = "w1"):
+    return claim_and_start(worker_id=worker_id, queues=[], limit=limit, lock_lifetime=30)
+
+
+def test_a_claim_records_the_run_of_each_job_in_claim_order():
+    low = due(priority=-10)
+    first = due(next_run_at=timezone.now() - timedelta(minutes=5))
+    second = due()
+    claimed = claim()
+    assert [job.pk for job, _ in claimed] == [first.pk, second.pk, low.pk]
+    for job, run in claimed:
+        assert job.state == JobState.RUNNING and job.attempts == 1 and job.lock_token
+        stored = JobRun.objects.get(pk=run.pk)
+        assert (stored.job_id, stored.attempt, stored.worker_id, stored.lock_token) == (
+            job.pk,
+            1,
+            "w1",
+            job.lock_token,
+        )
+        assert stored.outcome == RunOutcome.RUNNING and stored.error_class == ""
+        assert run.job is job and run.started_at == stored.started_at
+        assert Job.objects.get(pk=job.pk).locked_by == "w1"
+    assert claim() == []
+
+
+def test_a_claim_takes_at_most_its_limit_and_skips_future_and_disabled_jobs():
+    for _ in range(5):
+        due()
+    due(next_run_at=timezone.now() + timedelta(hours=1))
+    due(enabled=False)
+    assert len(claim(limit=3)) == 3
+    assert len(claim(limit=3)) == 2
+    assert claim(limit=3) == []
+
+
+def test_finish_many_writes_each_outcome_of_a_mixed_batch():
+    ok, other, retried, failed = (due() for _ in range(4))
+    recurring = due(schedule="every 5 minutes")
+    Job.objects.filter(pk=failed.pk).update(max_attempts=1)
+    claimed = dict((job.pk, (job, run)) for job, run in claim())
+    start = timezone.now()
+    outcomes = [
+        Outcome(*claimed[ok.pk], result={"n": 1}),
+        Outcome(*claimed[other.pk], result=[1, 2]),
+        Outcome(
+            *claimed[retried.pk],
+            failure=Failure("ValueError: x", "tb", error_class="builtins.ValueError"),
+            retry_delay=timedelta(minutes=1),
+        ),
+        Outcome(*claimed[failed.pk], failure=Failure("KeyError: y", "tb2")),
+        Outcome(*claimed[recurring.pk], result=None),
+    ]
+    assert finish_many(outcomes) == [True] * 5
+
+    ok.refresh_from_db(), other.refresh_from_db(), retried.refresh_from_db()
+    failed.refresh_from_db(), recurring.refresh_from_db()
+    assert (ok.state, ok.result, ok.lock_token) == (JobState.SUCCEEDED, {"n": 1}, None)
+    assert (other.state, other.result) == (JobState.SUCCEEDED, [1, 2])
+    assert ok.last_finished_at == outcomes[0].finished_at  # each row its own finish time
+    assert other.last_finished_at == outcomes[1].finished_at
+    assert retried.state == JobState.SCHEDULED and retried.failure_count == 1
+    assert retried.next_run_at >= start + timedelta(seconds=59)
+    assert retried.last_error == "ValueError: x"
+    assert failed.state == JobState.FAILED and failed.last_traceback == "tb2"
+    assert recurring.state == JobState.SCHEDULED and recurring.attempts == 0
+    assert recurring.next_run_at > start
+
+    runs = {run.job_id: run for run in JobRun.objects.all()}
+    assert runs[ok.pk].outcome == RunOutcome.SUCCEEDED
+    assert runs[ok.pk].finished_at == outcomes[0].finished_at
+    assert (runs[retried.pk].outcome, runs[retried.pk].error_class) == (
+        RunOutcome.FAILED,
+        "builtins.ValueError",
+    )
+    assert (runs[failed.pk].error, runs[failed.pk].traceback) == ("KeyError: y", "tb2")
+
+
+def test_finish_many_writes_nothing_for_a_job_whose_lock_was_taken_over():
+    kept, lost = due(), due()
+    (job_a, run_a), (job_b, run_b) = claim()
+    assert {job_a.pk, job_b.pk} == {kept.pk, lost.pk}
+    mine = {job_a.pk: (job_a, run_a), job_b.pk: (job_b, run_b)}
+    # The lock of `lost` expires, another worker recovers it and claims it again.
+    Job.objects.filter(pk=lost.pk).update(locked_until=timezone.now() - timedelta(minutes=1))
+    assert claiming.recover_stale() == 1
+    ((again, again_run),) = claim(worker_id="w2")
+    assert again.pk == lost.pk
+
+    written = finish_many(
+        [Outcome(*mine[kept.pk], result="mine"), Outcome(*mine[lost.pk], result="stale")]
+    )
+    assert written == [True, False]
+    lost.refresh_from_db()
+    assert (lost.state, lost.locked_by, lost.result) == (JobState.RUNNING, "w2", None)
+    assert JobRun.objects.get(pk=mine[lost.pk][1].pk).outcome == RunOutcome.ORPHANED
+    assert JobRun.objects.get(pk=again_run.pk).outcome == RunOutcome.RUNNING
+    assert Job.objects.get(pk=kept.pk).result == "mine"
+
+
+def test_finish_many_counts_failures_with_the_database_expression():
+    job = due(max_attempts=5)
+    Job.objects.filter(pk=job.pk).update(failure_count=F("failure_count") + 2)
+    ((claimed, run),) = claim()
+    finish_many([Outcome(claimed, run, failure=Failure("x"), retry_delay=timedelta(0))])
+    assert Job.objects.get(pk=job.pk).failure_count == 3
+
+
+def test_release_can_discard_the_run_of_a_job_that_never_started():
+    job = due()
+    ((claimed, run),) = claim()
+    assert release(claimed, run, reason="", discard_run=True)
+    job.refresh_from_db()
+    assert (job.state, job.attempts, job.lock_token) == (JobState.SCHEDULED, 0, None)
+    assert not JobRun.objects.exists()
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="Only PostgreSQL refuses a NUL in a JSON string."
+)
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_the_database_refuses_does_not_hold_back_the_others(caplog):
+    from django_jobs.worker import Running, Worker
+
+    good, bad = due(), due()
+    worker = Worker(worker_id="w1")
+    for job, run in claim():
+        entry = Running(job, run)
+        entry.outcome = Outcome(job, run, result="fine" if job.pk == good.pk else "nul\x00")
+        worker._running[(job.pk, job.lock_token)] = entry
+        worker._outcomes.append(entry)
+    worker._write_outcomes()
+
+    assert Job.objects.get(pk=good.pk).state == JobState.SUCCEEDED
+    # The refused one keeps its lock; it expires and the job is recovered.
+    assert Job.objects.get(pk=bad.pk).state == JobState.RUNNING
+    assert not worker._running and not worker._outcomes
+    assert f"Could not record the outcome of job record #{bad.pk}" in caplog.text

@@ -1,0 +1,163 @@
+"""Waking workers: NOTIFY after commit (PostgreSQL), and sleeping exactly until the next job."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from django_jobs import now, schedule, schedule_many
+from django_jobs.models import Job, JobState
+from django_jobs.notify import CHANNEL, Listener
+from tests.conftest import wait_for
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="LISTEN/NOTIFY is PostgreSQL's; workers on other databases poll.",
+)
+
+
+@pytest.fixture
+def listening() -> Any:
+    """A connection of the test's own that LISTENs like a worker does; yields a reader."""
+    import psycopg
+
+    params = dict(connection.get_connection_params())
+    for key in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(key, None)
+    conn = psycopg.connect(**params, autocommit=True)
+    conn.execute(f"LISTEN {CHANNEL}")
+
+    def received(timeout: float = 2.0, expect: int = 1) -> list[str]:
+        """The payloads that arrive; waits for `expect` of them, at most `timeout` seconds."""
+        return [n.payload for n in conn.notifies(timeout=timeout, stop_after=expect)]
+
+    yield received
+    conn.close()
+
+
+def listening_workers() -> int:
+    """Backends of the test database that a worker's listener holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query = %s",
+            [f"LISTEN {CHANNEL}"],
+        )
+        return int(cursor.fetchone()[0])
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_job_due_now_notifies_after_its_transaction_commits(listening):
+    with transaction.atomic():
+        now("record")
+        # Nothing is sent before the commit: a woken worker would find nothing to claim.
+        assert listening(timeout=0.3) == []
+    assert listening() == ["default"]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_job_notifies_nobody(listening):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        now("record")
+        raise RuntimeError("rolled back")
+    assert listening(timeout=0.3) == []
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_only_jobs_due_within_a_poll_interval_notify(listening):
+    schedule("in 1 hour", "record")
+    schedule(timedelta(milliseconds=300), "record", queue="soon")
+    # The far job sent nothing: the first notification is the near one's.
+    assert listening() == ["soon"]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_schedule_many_notifies_once_per_queue(listening):
+    schedule_many([("now", "record", {}), ("now", "record", {}), ("in 1 hour", "record", {})])
+    schedule_many([("in 1 hour", "record", {})])  # nothing due soon: nothing sent
+    now("record", queue="last")
+    assert listening(expect=2) == ["default", "last"]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_run_now_and_retry_from_the_admin_notify(listening):
+    job = schedule("in 1 hour", "record", queue="admin")
+    job.run_now()
+    assert listening() == ["admin"]
+    Job.objects.filter(pk=job.pk).update(state=JobState.FAILED)
+    job.refresh_from_db()
+    job.retry()
+    assert listening() == ["admin"]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_notify_false_turns_notifications_off(listening):
+    with override_settings(DJANGO_JOBS={"NOTIFY": False}):
+        now("record")
+    assert listening(timeout=0.3) == []
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_listener_wakes_only_for_its_queues():
+    woken: list[int] = []
+    event = threading.Event()
+
+    def wake() -> None:
+        woken.append(1)
+        event.set()
+
+    listener = Listener("default", wake, queues=["emails"])
+    listener.start()
+    try:
+        assert listener.connected.wait(10)
+        now("record", queue="reports")
+        now("record", queue="emails")
+        assert event.wait(10)
+        # Notifications arrive in order, so "reports" was read (and ignored) before "emails".
+        assert woken == [1]
+    finally:
+        listener.stop()
+        listener.join(5)
+
+
+@postgresql_only
+@pytest.mark.slow
+def test_an_idle_worker_starts_a_new_job_at_once(start_worker):
+    # A minute between polls: only the notification can start the job in time.
+    worker = start_worker("--poll-interval", "60", "--worker-id", "listener")
+    wait_for(lambda: listening_workers() == 1)
+    wait_for(lambda: "Worker listener started" in worker.output())
+    job = now("record")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).exists(), 20)
+
+
+@pytest.mark.slow
+def test_a_worker_wakes_at_the_due_time_not_at_the_next_poll(start_worker):
+    due_at = timezone.now() + timedelta(seconds=2)
+    job = schedule(due_at, "record")
+    start_worker("--poll-interval", "60", "--worker-id", "sleeper")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).exists(), 30)
+    job.refresh_from_db()
+    assert job.last_started_at >= due_at  # never early
+
+
+@pytest.mark.slow
+def test_burst_waits_for_a_job_coming_due_within_the_poll_interval(start_worker):
+    job = schedule(timedelta(milliseconds=400), "record")
+    worker = start_worker("--burst", "--poll-interval", "2")
+    assert worker.wait(60) == 0, worker.output()
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED
