@@ -1,7 +1,7 @@
 """Job, JobRun and Worker, QuerySets named by state, and the state changes of the admin and API.
 
-The worker's own writes (claim, finish, fail, heartbeat, recovery) live in claiming.py, where
-each one is fenced by the lock token of the claim that made it.
+The worker's own writes (claim, finish, fail, heartbeat, recovery) live in the claiming
+package, where each one is fenced by the lock token of the claim that made it.
 """
 
 from __future__ import annotations

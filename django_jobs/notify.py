@@ -1,6 +1,6 @@
 """PostgreSQL LISTEN/NOTIFY: wake idle workers the moment a job becomes due.
 
-Only claiming.py and worker.py import this module, so the rest of the app never assumes
+Only the claiming package and worker.py import this module, so the rest of the app never assumes
 PostgreSQL. NOTIFY is sent after the scheduling transaction commits (PostgreSQL itself holds
 it back until then too); a worker LISTENs on a connection of its own, outside Django's
 connection handling, and sets its wake-up event for every notification of a queue it serves.

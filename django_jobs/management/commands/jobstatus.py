@@ -12,33 +12,9 @@ from django.utils import timezone
 
 from django_jobs.conf import settings
 from django_jobs.health import check_health, lateness
+from django_jobs.management.options import count, seconds
 
 DEFAULT_MAX_LATENESS = 300.0  # seconds a due job may wait before the check fails
-
-
-def _seconds(option: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(
-                f"{option} must be a number of seconds above 0, not {text!r}."
-            )
-        return value
-
-    return parse
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--min-workers must be 0 or more, not {text!r}.")
-    return value
 
 
 class Command(BaseCommand):
@@ -52,7 +28,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--max-heartbeat-age",
-            type=_seconds("--max-heartbeat-age"),
+            type=seconds("--max-heartbeat-age"),
             default=None,
             help=(
                 "Seconds since its last heartbeat for a worker to count as live (default: "
@@ -61,13 +37,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--max-lateness",
-            type=_seconds("--max-lateness"),
+            type=seconds("--max-lateness"),
             default=DEFAULT_MAX_LATENESS,
             help=f"Seconds a due job may wait (default {DEFAULT_MAX_LATENESS:g}).",
         )
         parser.add_argument(
             "--min-workers",
-            type=_count,
+            type=count("--min-workers"),
             default=1,
             help="Live workers needed (default 1; 0 checks only the lateness).",
         )

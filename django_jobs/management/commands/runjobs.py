@@ -9,70 +9,26 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_jobs.conf import settings
 from django_jobs.exceptions import InvalidJobDefinition
+from django_jobs.management.options import positive_int, seconds, seconds_or_zero
 from django_jobs.registry import check_queue
 from django_jobs.worker import Worker
-
-
-def _positive_int(option: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value <= 0 or str(value) != text.strip():
-            raise argparse.ArgumentTypeError(
-                f"{option} must be a whole number of 1 or more, not {text!r}."
-            )
-        return value
-
-    return parse
-
-
-def _positive_float(option: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(
-                f"{option} must be a number of seconds above 0, not {text!r}."
-            )
-        return value
-
-    return parse
-
-
-def _seconds_or_zero(option: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value >= 0:
-            raise argparse.ArgumentTypeError(
-                f"{option} must be a number of seconds of 0 or more, not {text!r}."
-            )
-        return value
-
-    return parse
 
 
 def _processes(text: str) -> int | str:
     """--processes: a whole number of 1 or more, or "auto" for one per core."""
     if str(text).strip().lower() == "auto":
         return "auto"
-    return _positive_int("--processes")(str(text))  # type: ignore[no-any-return]
+    return positive_int("--processes")(str(text))  # type: ignore[no-any-return]
 
 
 # call_command("runjobs", concurrency=0) hands keyword options to handle() without argparse's
 # type checks, so handle() runs these again.
 CHECKED_OPTIONS = {
-    "concurrency": _positive_int("--concurrency"),
-    "poll_interval": _positive_float("--poll-interval"),
-    "max_jobs": _positive_int("--max-jobs"),
-    "lock_lifetime": _positive_float("--lock-lifetime"),
-    "grace_period": _seconds_or_zero("--grace-period"),
+    "concurrency": positive_int("--concurrency"),
+    "poll_interval": seconds("--poll-interval"),
+    "max_jobs": positive_int("--max-jobs"),
+    "lock_lifetime": seconds("--lock-lifetime"),
+    "grace_period": seconds_or_zero("--grace-period"),
     "processes": _processes,
 }
 
@@ -93,7 +49,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--concurrency",
-            type=_positive_int("--concurrency"),
+            type=positive_int("--concurrency"),
             default=1,
             help="Threads running jobs at once in this process (default 1).",
         )
@@ -106,7 +62,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--poll-interval",
-            type=_positive_float("--poll-interval"),
+            type=seconds("--poll-interval"),
             default=None,
             help=f"Seconds between looks for due jobs (default {settings.POLL_INTERVAL}).",
         )
@@ -115,20 +71,20 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--max-jobs",
-            type=_positive_int("--max-jobs"),
+            type=positive_int("--max-jobs"),
             default=None,
             help="Exit after running this many jobs.",
         )
         parser.add_argument("--worker-id", default=None, help="Name of this worker in the admin.")
         parser.add_argument(
             "--lock-lifetime",
-            type=_positive_float("--lock-lifetime"),
+            type=seconds("--lock-lifetime"),
             default=None,
             help=f"Seconds a claim holds without a heartbeat (default {settings.LOCK_LIFETIME}).",
         )
         parser.add_argument(
             "--grace-period",
-            type=_seconds_or_zero("--grace-period"),
+            type=seconds_or_zero("--grace-period"),
             default=None,
             help=f"Seconds jobs get to finish on SIGTERM (default {settings.GRACE_PERIOD}).",
         )

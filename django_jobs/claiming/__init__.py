@@ -1,0 +1,36 @@
+"""The worker's writes: claim due jobs, extend locks, finish, release and recover them.
+
+Every vendor-specific statement of the app lives in this package. PostgreSQL and MySQL/MariaDB
+claim with SELECT ... FOR UPDATE SKIP LOCKED; SQLite (and later MongoDB) with a compare-and-set
+UPDATE whose WHERE clause repeats the claimable condition. Every write after the claim matches
+the claim's lock token, so a worker that lost its lock cannot overwrite the state a newer owner
+wrote.
+
+claims.py claims a batch per vendor; outcomes.py writes outcomes and hands jobs back;
+recovery.py extends locks, beats the heartbeat and recovers the jobs of dead workers;
+wake.py wakes idle workers; sql.py holds the raw SQL helpers they share.
+"""
+
+from .claims import CLAIM_ORDER, claim, claim_and_start, claimable, start_run
+from .outcomes import Failure, Outcome, finish, finish_many, next_slot, release
+from .recovery import delete_dead_workers, extend_locks, heartbeat, recover_stale
+from .wake import wake_workers
+
+__all__ = [
+    "CLAIM_ORDER",
+    "Failure",
+    "Outcome",
+    "claim",
+    "claim_and_start",
+    "claimable",
+    "delete_dead_workers",
+    "extend_locks",
+    "finish",
+    "finish_many",
+    "heartbeat",
+    "next_slot",
+    "recover_stale",
+    "release",
+    "start_run",
+    "wake_workers",
+]

@@ -1,0 +1,279 @@
+"""The end of a run: write outcomes (one or many at once), or hand a claimed job back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ..models import Job, JobRun, JobState, RunOutcome
+from ..schedules import get_timezone, next_run, parse_schedule
+from .sql import qualified_column, unnest_update, update_each
+from .wake import wake_workers
+
+logger = logging.getLogger(__name__)
+
+
+def next_slot(job: Job, now: datetime) -> datetime:
+    """The next run of a recurring job after the run that was due at its next_run_at."""
+    return next_run(
+        parse_schedule(job.schedule),
+        scheduled_at=job.next_run_at,
+        now=now,
+        tz=get_timezone(job.timezone),
+    )
+
+
+def _unlocked_fields(now: datetime, *, finished: bool) -> dict[str, Any]:
+    """Fields that drop a claim's lock; with `finished`, the time its run ended too."""
+    fields: dict[str, Any] = {"locked_by": None, "lock_token": None, "locked_until": None}
+    if finished:
+        fields["last_finished_at"] = now
+    fields["updated_at"] = now
+    return fields
+
+
+def rescheduled_fields(next_run_at: Any, now: datetime, *, finished: bool) -> dict[str, Any]:
+    """Fields that drop a claim's lock and make the job due again at `next_run_at`."""
+    return {
+        "state": JobState.SCHEDULED,
+        "next_run_at": next_run_at,
+        **_unlocked_fields(now, finished=finished),
+    }
+
+
+def finished_fields(job: Job, *, succeeded: bool, now: datetime) -> dict[str, Any]:
+    """Fields that end a run for good: a one-off job is done, a recurring one gets its next slot."""
+    fields = _unlocked_fields(now, finished=True)
+    if job.recurring:
+        fields.update(state=JobState.SCHEDULED, next_run_at=next_slot(job, now), attempts=0)
+    else:
+        fields.update(
+            state=JobState.SUCCEEDED if succeeded else JobState.FAILED,
+            next_run_at=None,
+            unique_key=None,  # the key is held only while the job is pending
+        )
+    return fields
+
+
+@dataclass
+class Failure:
+    """What went wrong in a run, for the job row and its history."""
+
+    error: str
+    traceback: str = ""
+    retry: bool = True  # False for failures a retry cannot fix (an unknown job name)
+    error_class: str = ""  # import path of the exception class, e.g. "builtins.ValueError"
+
+
+def finish(
+    job: Job,
+    run: JobRun | None,
+    *,
+    failure: Failure | None = None,
+    result: Any = None,
+    retry_delay: Any = None,
+) -> bool:
+    """Write the outcome of a run; False when the lock was lost and nothing was written."""
+    outcome = Outcome(job, run, failure=failure, result=result, retry_delay=retry_delay)
+    return finish_many([outcome], using=job._state.db or "default")[0]
+
+
+@dataclass
+class Outcome:
+    """The end of one run, written with others in one batch by finish_many()."""
+
+    job: Job
+    run: JobRun | None
+    failure: Failure | None = None
+    result: Any = None
+    retry_delay: Any = None  # a timedelta: retry after it, within the job's attempts
+    finished_at: datetime = field(default_factory=timezone.now)
+
+
+def _outcome_fields(outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields to write on the job row and on its run row."""
+    job, failure, now = outcome.job, outcome.failure, outcome.finished_at
+    if failure is None:
+        fields = finished_fields(job, succeeded=True, now=now)
+        fields.update(
+            result=outcome.result,
+            last_error="",
+            last_traceback="",
+            progress=1.0 if job.progress is not None else None,
+        )
+        run_outcome = RunOutcome.SUCCEEDED
+    else:
+        retry_delay = outcome.retry_delay
+        if failure.retry and job.attempts < job.max_attempts and retry_delay is not None:
+            fields = rescheduled_fields(now + retry_delay, now, finished=True)
+            if job.recurring:
+                # A retry never pushes a recurring job past its next regular slot.
+                fields["next_run_at"] = min(fields["next_run_at"], next_slot(job, now))
+        else:
+            fields = finished_fields(job, succeeded=False, now=now)
+        fields.update(
+            last_error=failure.error[:10000],
+            last_traceback=failure.traceback,
+            failure_count=F("failure_count") + 1,
+        )
+        run_outcome = RunOutcome.FAILED
+    run_fields = {
+        "outcome": run_outcome,
+        "finished_at": now,
+        "error": failure.error[:10000] if failure else "",
+        "error_class": failure.error_class[:255] if failure else "",
+        "traceback": failure.traceback if failure else "",
+    }
+    return fields, run_fields
+
+
+def held_by(jobs: Iterable[Job]) -> Q:
+    """The rows of `jobs` that their claims still hold (the same id and lock token)."""
+    owned = Q()
+    for job in jobs:
+        owned |= Q(pk=job.pk, lock_token=job.lock_token)
+    return owned
+
+
+def _refresh_schedules(outcomes: Sequence[Outcome], using: str) -> None:
+    """Give recurring jobs the schedule their row has now, for computing the next slot."""
+    recurring = {o.job.pk: o.job for o in outcomes if o.job.recurring}
+    if not recurring:
+        return
+    # A deploy's sync or the admin may have changed the schedule while the job ran: the
+    # next slot follows the row's schedule now, not the one it was claimed with.
+    owned = held_by(recurring.values())
+    rows = Job.objects.using(using).filter(owned).values_list("pk", "schedule", "timezone")
+    for pk, schedule, tz_name in rows:
+        if schedule:
+            recurring[pk].schedule, recurring[pk].timezone = schedule, tz_name
+
+
+def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[bool]:
+    """Write the outcomes of many runs in one transaction; False for each whose lock was lost.
+
+    Rows that write the same fields share one statement sent once for all of them, so a
+    batch of finished jobs costs a round trip or two, not a few per job. Each row still
+    matches its own claim's lock token.
+    """
+    if not outcomes:
+        return []
+    _refresh_schedules(outcomes, using)
+    planned = [(o, *_outcome_fields(o)) for o in outcomes]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, (_, fields, _) in enumerate(planned):
+        groups.setdefault(tuple(fields), []).append(index)
+    if connections[using].vendor == "postgresql":
+        kept = _finish_postgresql(planned, groups, using)
+        written = [o.job.pk in kept for o in outcomes]
+        _warn_lost(outcomes, written)
+        return written
+    written = [True] * len(outcomes)
+    with transaction.atomic(using=using):
+        for indexes in groups.values():
+            rows = _job_rows(planned, indexes)
+            where = {"id": None, "lock_token": None, "state": JobState.RUNNING.value}
+            touched = update_each(Job, rows, where, using)
+            if touched != len(indexes):
+                # Rare: find which rows another worker took over; ours carry our finish time.
+                mine = {(planned[i][0].job.pk, planned[i][0].finished_at): i for i in indexes}
+                now_rows = Job.objects.using(using).filter(pk__in=[k[0] for k in mine])
+                stored = set(now_rows.values_list("pk", "last_finished_at"))
+                for key, i in mine.items():
+                    written[i] = key in stored
+        run_rows = [
+            (planned[i][2], [o.run.pk]) for i, o in enumerate(outcomes) if o.run is not None
+        ]
+        if run_rows:
+            where = {"id": None, "outcome": RunOutcome.RUNNING.value}
+            update_each(JobRun, run_rows, where, using)
+    _warn_lost(outcomes, written)
+    return written
+
+
+def _warn_lost(outcomes: Sequence[Outcome], written: list[bool]) -> None:
+    for o, ok in zip(outcomes, written, strict=True):
+        if not ok:
+            logger.warning(
+                "Job %s lost its lock before it finished (another worker recovered it); "
+                "its outcome was not written.",
+                o.job,
+            )
+
+
+Planned = tuple[Outcome, dict[str, Any], dict[str, Any]]
+
+
+def _job_rows(planned: list[Planned], indexes: list[int]) -> list[tuple[dict[str, Any], list[Any]]]:
+    """The job rows of a group of outcomes: (fields, [id, lock token]) each."""
+    return [(planned[i][1], [planned[i][0].job.pk, planned[i][0].job.lock_token]) for i in indexes]
+
+
+def _finish_postgresql(
+    planned: list[Planned], groups: dict[tuple[str, ...], list[int]], using: str
+) -> set[int]:
+    """All the outcomes in one statement (one round trip, one commit); returns the ids written.
+
+    Each group of rows that write the same fields is an UPDATE ... FROM unnest(arrays) in a
+    data-modifying CTE: values shared by the group are single parameters, values that
+    differ (finish times, results) arrive as one array per column.
+    """
+    connection = connections[using]
+    parts, params = [], []
+    for n, indexes in enumerate(groups.values()):
+        rows = _job_rows(planned, indexes)
+        sql, part_params = unnest_update(
+            Job, rows, ["id", "lock_token"], {"state": JobState.RUNNING.value}, connection
+        )
+        parts.append(f"j{n} AS ({sql} RETURNING {qualified_column(Job, 'id', connection)})")
+        params += part_params
+    runs = [(fields, [o.run.pk]) for o, _, fields in planned if o.run is not None]
+    if runs:
+        sql, part_params = unnest_update(
+            JobRun, runs, ["id"], {"outcome": RunOutcome.RUNNING.value}, connection
+        )
+        parts.append(f"r AS ({sql})")
+        params += part_params
+    union = " UNION ALL ".join(f"SELECT id FROM j{n}" for n in range(len(groups)))
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} {union}", params)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def release(job: Job, run: JobRun | None, *, reason: str, discard_run: bool = False) -> bool:
+    """Hand a claimed job back, due at once, without counting the attempt (a worker stopping).
+
+    With `discard_run`, the run row is deleted: the job never started (a claimed batch held
+    more jobs of one name than its concurrency allows).
+    """
+    using = job._state.db or "default"
+    now = timezone.now()
+    with transaction.atomic(using=using):
+        touched = (
+            Job.objects.using(using)
+            .filter(pk=job.pk, lock_token=job.lock_token, state=JobState.RUNNING)
+            .update(
+                state=JobState.SCHEDULED,
+                locked_by=None,
+                lock_token=None,
+                locked_until=None,
+                attempts=F("attempts") - 1,
+                updated_at=now,
+            )
+        )
+        if run is not None and discard_run:
+            JobRun.objects.using(using).filter(pk=run.pk, outcome=RunOutcome.RUNNING).delete()
+        elif run is not None:
+            JobRun.objects.using(using).filter(pk=run.pk, outcome=RunOutcome.RUNNING).update(
+                outcome=RunOutcome.INTERRUPTED, finished_at=now, error=reason
+            )
+        if touched:
+            wake_workers(using, [job.queue])  # another worker takes it at once
+    return bool(touched)

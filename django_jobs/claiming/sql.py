@@ -1,0 +1,270 @@
+"""Raw SQL helpers of the claiming layer: quoted columns, row readers, batched UPDATEs."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.db import connections
+from django.db.models import Field, JSONField, Model
+from django.db.models.sql import UpdateQuery
+
+M = TypeVar("M", bound=Model)
+
+
+_COLUMNS: dict[tuple[type[Model], str], dict[str, str]] = {}
+
+
+def concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
+    """A concrete field of `model` (get_field() may also return a reverse relation)."""
+    found = model._meta.get_field(name)
+    assert isinstance(found, Field), name
+    return found
+
+
+def column_name(f: Field[Any, Any]) -> str:
+    assert f.column is not None
+    return f.column
+
+
+def quoted_columns(model: type[Model], connection: Any) -> dict[str, str]:
+    """Field name -> quoted column name (quoting depends only on the vendor)."""
+    key = (model, connection.vendor)
+    columns = _COLUMNS.get(key)
+    if columns is None:
+        quote = connection.ops.quote_name
+        columns = _COLUMNS[key] = {f.name: quote(f.column) for f in model._meta.concrete_fields}
+    return columns
+
+
+_READERS: weakref.WeakKeyDictionary[Any, dict[type[Model], Any]] = weakref.WeakKeyDictionary()
+
+
+def row_reader(model: type[M], connection: Any, using: str) -> Callable[[Sequence[Any]], M]:
+    """Make instances from raw rows of all concrete fields, through the backend's converters."""
+    cached = _READERS.setdefault(connection, {})
+    if model in cached:
+        return cached[model]  # type: ignore[no-any-return]
+    fields = model._meta.concrete_fields
+    attnames = [f.attname for f in fields]
+    converters = []
+    for number, f in enumerate(fields):
+        col = f.get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if found:
+            converters.append((number, col, found))
+
+    def read(values: Sequence[Any]) -> M:
+        converted = list(values)
+        for number, col, found in converters:
+            value = converted[number]
+            for converter in found:
+                value = converter(value, col, connection)
+            converted[number] = value
+        return model.from_db(using, attnames, converted)
+
+    cached[model] = read
+    return read
+
+
+def qualified_column(model: type[Model], name: str, connection: Any) -> str:
+    qn = connection.ops.quote_name
+    return f"{qn(model._meta.db_table)}.{qn(column_name(concrete_field(model, name)))}"
+
+
+def _set_clause(
+    model: type[Model], sample: dict[str, Any], connection: Any
+) -> tuple[list[str], dict[str, list[Any]]]:
+    """SET assignments: "%s" per plain value; expressions (F() + 1) compiled with their params."""
+    query = UpdateQuery(model)
+    compiler = query.get_compiler(connection=connection)
+    assignments, expression_params = [], {}
+    for name, value in sample.items():
+        column = connection.ops.quote_name(column_name(concrete_field(model, name)))
+        if hasattr(value, "resolve_expression"):
+            sql, params = compiler.compile(
+                value.resolve_expression(query, allow_joins=False, for_save=True)
+            )
+            assignments.append(f"{column} = {sql}")
+            expression_params[name] = list(params)
+        else:
+            assignments.append(f"{column} = %s")
+    return assignments, expression_params
+
+
+def _shared_or_varying_sets(
+    model: type[Model],
+    rows: Sequence[tuple[dict[str, Any], list[Any]]],
+    connection: Any,
+    *,
+    first_alias: int,
+    qualify: bool,
+) -> tuple[list[str], list[Any], list[tuple[str, str, Field[Any, Any]]]]:
+    """SET assignments for rows that write the same fields, and their parameters.
+
+    Expressions are compiled, a value every row shares is one parameter, and a value that
+    differs by row is read from column `v.<alias>` of the rows' values; those columns are
+    returned as (alias, field name, field), aliases numbered from `first_alias`.
+    """
+    qn = connection.ops.quote_name
+    query = UpdateQuery(model)
+    compiler = query.get_compiler(connection=connection)
+    sets: list[str] = []
+    set_params: list[Any] = []
+    varying: list[tuple[str, str, Field[Any, Any]]] = []
+    for name, value in rows[0][0].items():
+        model_field = concrete_field(model, name)
+        target = qn(model_field.column)
+        if qualify:
+            target = f"{qn(model._meta.db_table)}.{target}"
+        if hasattr(value, "resolve_expression"):
+            sql, expression_params = compiler.compile(
+                value.resolve_expression(query, allow_joins=False, for_save=True)
+            )
+            sets.append(f"{target} = {sql}")
+            set_params += expression_params
+            continue
+        values = [fields[name] for fields, _ in rows]
+        if all(_same(v, values[0]) for v in values[1:]):
+            sets.append(f"{target} = %s")
+            set_params.append(model_field.get_db_prep_save(values[0], connection))
+        else:
+            alias = f"v{first_alias + len(varying)}"
+            varying.append((alias, name, model_field))
+            sets.append(f"{target} = v.{alias}")
+    return sets, set_params, varying
+
+
+def update_each(
+    model: type[Model],
+    rows: Sequence[tuple[dict[str, Any], list[Any]]],
+    where: dict[str, Any],
+    using: str,
+) -> int:
+    """One UPDATE statement sent for many rows (executemany: pipelined on PostgreSQL).
+
+    Each row is (fields, values of the `where` columns that vary by row); `where` maps
+    field names to None (a per-row value) or to a value every row shares. Every row must
+    write the same fields, and the same expressions.
+    """
+    connection = connections[using]
+    if connection.vendor == "mysql":
+        return _update_joined(model, rows, where, connection)
+    assignments, expression_params = _set_clause(model, rows[0][0], connection)
+    qn = connection.ops.quote_name
+    conditions = [f"{qn(column_name(concrete_field(model, name)))} = %s" for name in where]
+    sql = (
+        f"UPDATE {qn(model._meta.db_table)} SET {', '.join(assignments)} "
+        f"WHERE {' AND '.join(conditions)}"
+    )
+    fields = [concrete_field(model, name) for name in rows[0][0]]
+    param_rows = []
+    for values, keys in rows:
+        params: list[Any] = []
+        for f in fields:
+            if f.name in expression_params:
+                params += expression_params[f.name]
+            else:
+                params.append(f.get_db_prep_save(values[f.name], connection))  # type: ignore[union-attr]
+        per_row = iter(keys)
+        params += [next(per_row) if value is None else value for value in where.values()]
+        param_rows.append(params)
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, param_rows)
+        return int(cursor.rowcount)
+
+
+def _update_joined(
+    model: type[Model],
+    rows: Sequence[tuple[dict[str, Any], list[Any]]],
+    where: dict[str, Any],
+    connection: Any,
+) -> int:
+    """update_each() for MySQL/MariaDB, whose executemany() sends one UPDATE per row: a
+    single multi-table UPDATE joined to the rows' values (a derived table of UNION ALLs)."""
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    keys = [name for name, shared in where.items() if shared is None]
+    sets, set_params, varying = _shared_or_varying_sets(
+        model, rows, connection, first_alias=len(keys), qualify=True
+    )
+    columns = [f"k{n}" for n in range(len(keys))] + [alias for alias, _, _ in varying]
+    derived, derived_params = [], []
+    for number, (fields, key_values) in enumerate(rows):
+        cells = [*key_values]
+        cells += [f.get_db_prep_save(fields[name], connection) for _, name, f in varying]
+        if number == 0:
+            derived.append("SELECT " + ", ".join(f"%s AS {alias}" for alias in columns))
+        else:
+            derived.append("SELECT " + ", ".join(["%s"] * len(columns)))
+        derived_params += cells
+    on = " AND ".join(
+        f"{table}.{qn(column_name(concrete_field(model, name)))} = v.k{n}"
+        for n, name in enumerate(keys)
+    )
+    shared = [(name, value) for name, value in where.items() if value is not None]
+    conditions = " AND ".join(
+        f"{table}.{qn(column_name(concrete_field(model, name)))} = %s" for name, _ in shared
+    )
+    sql = (
+        f"UPDATE {table} JOIN ({' UNION ALL '.join(derived)}) AS v ON {on} "
+        f"SET {', '.join(sets)}" + (f" WHERE {conditions}" if conditions else "")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*derived_params, *set_params, *(value for _, value in shared)])
+        return int(cursor.rowcount)
+
+
+def unnest_update(
+    model: type[Model],
+    rows: Sequence[tuple[dict[str, Any], list[Any]]],
+    keys: Sequence[str],
+    shared_conditions: dict[str, Any],
+    connection: Any,
+) -> tuple[str, list[Any]]:
+    """UPDATE rows identified by per-row `keys`, with per-row or shared values (PostgreSQL)."""
+    qn = connection.ops.quote_name
+    columns, arrays = [], []
+    for number, name in enumerate(keys):
+        columns.append((f"k{number}", concrete_field(model, name)))
+        arrays.append([key_values[number] for _, key_values in rows])
+    sets, set_params, varying = _shared_or_varying_sets(
+        model, rows, connection, first_alias=len(keys), qualify=False
+    )
+    for alias, name, model_field in varying:
+        columns.append((alias, model_field))
+        arrays.append([_pg_value(model_field, fields[name], connection) for fields, _ in rows])
+    unnest = ", ".join(f"%s::{f.db_type(connection)}[]" for _, f in columns)
+    aliases = ", ".join(alias for alias, _ in columns)
+    conditions = [
+        f"{qualified_column(model, name, connection)} = v.k{n}" for n, name in enumerate(keys)
+    ]
+    conditions += [
+        f"{qualified_column(model, name, connection)} = %s" for name in shared_conditions
+    ]
+    sql = (
+        f"UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "
+        f"FROM unnest({unnest}) AS v({aliases}) WHERE {' AND '.join(conditions)}"
+    )
+    return sql, [*set_params, *arrays, *shared_conditions.values()]
+
+
+def _pg_value(model_field: Field[Any, Any], value: Any, connection: Any) -> Any:
+    """A value for psycopg: what it adapts by itself as it is, the rest through the field."""
+    # Aware datetimes, strings, numbers and None need no preparation from Django on
+    # PostgreSQL (its adapt_datetimefield_value returns the value as it is); JSON does.
+    if value is None or (
+        not isinstance(model_field, JSONField)
+        and (
+            (type(value) is datetime and value.tzinfo is not None)
+            or type(value) in (str, int, float, bool)
+        )
+    ):
+        return value
+    return model_field.get_db_prep_save(value, connection)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
