@@ -16,7 +16,7 @@ ALLOWED_HOSTS = ["*"]
 # Worker subprocesses started by the tests must reach the same database, so the
 # SQLite test database is a file (never ":memory:") whose path the tests hand down.
 _SQLITE_DIR = Path(os.environ.get("DJANGO_JOBS_SQLITE_DIR", tempfile.gettempdir()))
-DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{_SQLITE_DIR / 'django_jobs.sqlite3'}")
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{_SQLITE_DIR / 'django_jobs.sqlite3'}"
 _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["OPTIONS"] = {

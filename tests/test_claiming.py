@@ -14,6 +14,7 @@ from django_jobs import now, schedule
 from django_jobs.claiming import (
     Failure,
     claim,
+    claims,
     extend_locks,
     finish,
     recover_stale,
@@ -102,7 +103,7 @@ def test_each_claim_writes_a_fresh_token():
 
 
 @pytest.mark.django_db
-def test_claim_order_is_priority_then_due_time():
+def test_claim_order_is_priority_then_due_time(claim_path):
     low_early = due(seconds_ago=30, priority="low")
     normal_late = due(seconds_ago=5)
     normal_early = due(seconds_ago=20)
@@ -119,7 +120,7 @@ def test_claim_order_is_priority_then_due_time():
 
 
 @pytest.mark.django_db
-def test_limit():
+def test_limit(claim_path):
     for _ in range(5):
         due()
     assert len(claim_jobs(limit=2)) == 2
@@ -150,7 +151,7 @@ def test_excluded_names_are_left():
 
 
 @pytest.mark.django_db
-def test_disabled_future_and_finished_jobs_are_not_claimed():
+def test_disabled_future_and_finished_jobs_are_not_claimed(claim_path):
     disabled = due()
     disabled.disable()
     schedule("in 1 hour", "record")
@@ -166,8 +167,18 @@ def test_disabled_future_and_finished_jobs_are_not_claimed():
     assert [j.pk for j in claim_jobs()] == [disabled.pk]
 
 
+@pytest.fixture(params=["native", "compare-and-set"])
+def claim_path(request, monkeypatch):
+    """Run a test with this database's own claim, and with the ORM-only compare-and-set one."""
+    if request.param == "compare-and-set":
+        monkeypatch.setattr(
+            claims, "claim_strategy", lambda connection: claims._claim_compare_and_set
+        )
+    return request.param
+
+
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_claimers_never_take_the_same_job():
+def test_concurrent_claimers_never_take_the_same_job(claim_path):
     jobs = 120
     threads_count = 4
     ids = {j.pk for j in (due() for _ in range(jobs))}

@@ -107,18 +107,21 @@ def _claim(
         using=using,
         start_runs=start_runs,
     )
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        claimed = _claim_postgresql(request)
-    elif connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert:
-        claimed = _claim_sqlite(request)  # SQLite 3.35+: UPDATE ... RETURNING
-    elif connection.features.has_select_for_update_skip_locked:
-        claimed = _claim_locking(request)  # MySQL, MariaDB: they have no UPDATE ... RETURNING
-    else:
-        claimed = _claim_compare_and_set(request)
+    claimed = claim_strategy(connections[using])(request)
     if claimed:
         logger.debug("%s claimed %d job(s)", worker_id, len(claimed))
     return claimed
+
+
+def claim_strategy(connection: Any) -> Callable[[_ClaimRequest], list[tuple[Job, JobRun | None]]]:
+    """The claim this database does best; the ORM-only compare-and-set serves the rest."""
+    if connection.vendor == "postgresql":
+        return _claim_postgresql
+    if connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert:
+        return _claim_sqlite  # SQLite 3.35+: UPDATE ... RETURNING
+    if connection.features.has_select_for_update_skip_locked:
+        return _claim_locking  # MySQL, MariaDB: they have no UPDATE ... RETURNING
+    return _claim_compare_and_set
 
 
 def _claimable_sql(
