@@ -43,6 +43,7 @@ from .sync import sync_recurring
 logger = logging.getLogger(__name__)
 
 DB_ERROR_BACKOFF_MAX = 30.0  # seconds between attempts to reach a database that is down
+HAND_OFF_PAUSE = 0.0001  # seconds the claim loop yields after handing jobs to the pool
 RETENTION_EVERY = 3600.0  # seconds between two purges of old history by one worker
 # SQLite's clock ('now') has millisecond resolution: a job due at 10:00:00.1234 is not due by
 # it until 10:00:00.124, so a worker that woke at its due time would find nothing to claim.
@@ -292,6 +293,10 @@ class Worker:
                 self._running[_key(job)] = Running(job, run, lock_lifetime=self._lifetime(job))
             assert self._pool is not None
             self._pool.submit(self._execute, job)
+        if started:
+            # Let a pool thread take the GIL and start the job now: otherwise it waits until
+            # this thread has built its next claim and blocks on the database (W2 latency).
+            time.sleep(HAND_OFF_PAUSE)
         return started
 
     def _write_outcomes(self) -> None:
