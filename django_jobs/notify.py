@@ -2,8 +2,10 @@
 
 Only the claiming package and worker.py import this module, so the rest of the app never assumes
 PostgreSQL. NOTIFY is sent after the scheduling transaction commits (PostgreSQL itself holds
-it back until then too); a worker LISTENs on a connection of its own, outside Django's
-connection handling, and sets its wake-up event for every notification of a queue it serves.
+it back until then too). A worker LISTENs on the connection its claim loop claims with, and
+sleeps on that connection's socket and on its own wake-up pipe at once: a notification wakes
+the very thread, and the very database backend, that runs the claim, with no hand-over
+between threads or connections on the way (W2 in docs/performance.md).
 Polling stays the fallback: a lost notification costs at most one poll interval.
 """
 
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
+import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import DatabaseError, connections
@@ -21,9 +25,6 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "django_jobs"
 ALL_QUEUES = "*"  # the payload that wakes every worker, whatever queues it serves
-RECONNECT_BACKOFF_MAX = 30.0  # seconds between attempts to reach a database that is down
-WAIT_STEP = 0.25  # seconds; how often the listener looks at its stop flag while idle
-PING_EVERY = 30.0  # seconds; an idle LISTEN connection is checked this often
 
 
 def supported(using: str) -> bool:
@@ -44,107 +45,150 @@ def send(using: str, queues: Sequence[str]) -> None:
     try:
         with connections[using].cursor() as cursor:
             # One statement however many queues: a round trip is the whole cost.
-            cursor.execute(
-                "SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", [CHANNEL, payloads]
-            )
+            if len(payloads) == 1:
+                cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payloads[0]])
+            else:
+                cursor.execute(
+                    "SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", [CHANNEL, payloads]
+                )
     except DatabaseError as exc:
         # The job is stored; an idle worker finds it at its next poll instead.
         logger.warning("Could not notify workers of new jobs (%s); they will poll.", exc)
 
 
-class Listener:
-    """A thread that LISTENs on its own psycopg connection and calls `wake` for each NOTIFY.
+class Wakeup:
+    """A threading.Event the claim loop can wait on together with a database socket.
 
-    It reconnects with a back-off after the connection is lost (a database restart,
-    pg_terminate_backend) and calls `wake` after reconnecting, since notifications sent
-    while it was away are gone.
+    set() may be called from any thread, and from a signal handler. Once open(), it also
+    sends a byte on a socket pair, so a select() on the pair and a database socket returns
+    at once; close() closes the pair.
     """
 
-    def __init__(
-        self,
-        using: str,
-        wake: Callable[[], None],
-        queues: Sequence[str] = (),
-        name: str = "django_jobs-listen",
-    ) -> None:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._receiver: socket.socket | None = None
+        self._sender: socket.socket | None = None
+        self._selecting = False  # True while wait() may be in select(): set() must send
+        self._sent = False  # bytes may wait in the pair: clear() reads them
+
+    def open(self) -> None:
+        self._receiver, self._sender = socket.socketpair()
+        self._receiver.setblocking(False)
+        self._sender.setblocking(False)
+
+    def close(self) -> None:
+        for end in (self._receiver, self._sender):
+            if end is not None:
+                end.close()  # a later set() gets OSError from the closed socket, and ignores it
+
+    def set(self) -> None:
+        self._event.set()
+        # Only a wait in select() needs the byte (a system call for every ended job
+        # otherwise): wait() marks itself selecting before it looks at the event, so a
+        # set() that finds it not selecting has set the event before that look.
+        if self._selecting and self._sender is not None:
+            self._sent = True
+            # Full (the waiter has plenty to wake it already), or closed: nothing to do.
+            with contextlib.suppress(OSError):
+                self._sender.send(b"\0")
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        # The event first: a set() between the two leaves it set, and wait() looks at it first.
+        self._event.clear()
+        if self._sent and self._receiver is not None:
+            self._sent = False  # a byte sent after this only wakes the next wait early
+            with contextlib.suppress(OSError):  # nothing more to read
+                while self._receiver.recv(4096):
+                    pass
+
+    def wait(self, timeout: float, fileno: int | None = None) -> bool:
+        """Sleep until set(), until `fileno` has data, or for `timeout` seconds.
+
+        Returns True if `fileno` has data to read (the event may be set as well). Waiting on
+        `fileno` needs open().
+        """
+        if fileno is None:
+            self._event.wait(timeout)
+            return False
+        assert self._receiver is not None, "open() the Wakeup to wait on a socket"
+        self._selecting = True
+        try:
+            if self._event.is_set():
+                return False
+            watched = [self._receiver.fileno(), fileno]
+            ready, _, _ = select.select(watched, [], [], max(timeout, 0.0))
+        finally:
+            self._selecting = False
+        return fileno in ready
+
+
+class ClaimListener:
+    """LISTEN on the claim loop's own Django connection, and read what arrives on it.
+
+    PostgreSQL delivers notifications between statements: those that arrive while the claim
+    loop runs a query reach on_notify() through psycopg, and heard() reads those that came
+    while it slept. A new connection (after a database restart, a dropped connection) does
+    not listen until listen() is called again; notifications sent in between are lost, so
+    after it the caller looks for due jobs before sleeping.
+    """
+
+    def __init__(self, using: str, queues: Sequence[str] = ()) -> None:
         self.using = using
-        self.wake = wake
         self.queues = set(queues)
-        self._stop = threading.Event()
-        self._conn: Any = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.connected = threading.Event()  # set while LISTEN is in place (tests wait on it)
+        self._raw: Any = None
+        self._pending = False
 
-    def start(self) -> None:
-        self._thread.start()
+    def listen(self) -> bool:
+        """LISTEN on the current connection; True if it was not listening yet."""
+        connection = connections[self.using]
+        connection.ensure_connection()
+        raw = connection.connection
+        if raw is self._raw and not raw.closed:
+            return False
+        raw.add_notify_handler(self.on_notify)
+        with connection.cursor() as cursor:
+            cursor.execute(f"LISTEN {CHANNEL}")
+        self._raw = raw
+        return True
 
-    def stop(self) -> None:
-        self._stop.set()
+    def fileno(self) -> int:
+        """The connection's socket, to wait on for notifications."""
+        return int(self._raw.pgconn.socket)
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+    def on_notify(self, notify: Any) -> None:
+        if self._wanted(notify.payload):
+            self._pending = True
 
-    def _connect(self) -> Any:
-        import psycopg
+    def heard(self) -> bool:
+        """True if a notification for a queue we serve arrived since the last call.
 
-        params = dict(connections[self.using].get_connection_params())
-        # Django's own cursor class and adapters are not needed to receive notifications.
-        for key in ("cursor_factory", "context", "prepare_threshold", "pool"):
-            params.pop(key, None)
-        conn = psycopg.connect(**params, autocommit=True)
-        conn.execute(f"LISTEN {CHANNEL}")
-        return conn
+        Reads what the socket holds without waiting. A connection lost while idle raises the
+        database error here, as a query would.
+        """
+        pgconn = self._raw.pgconn
+        with connections[self.using].wrap_database_errors:
+            pgconn.consume_input()
+        while (notify := pgconn.notifies()) is not None:
+            if self._wanted(notify.extra.decode(errors="replace")):
+                self._pending = True
+        pending, self._pending = self._pending, False
+        return pending
+
+    def unlisten(self) -> None:
+        """Stop listening (the connection may go back to a pool); quiet if it is gone."""
+        raw, self._raw = self._raw, None
+        connection = connections[self.using]
+        if raw is None or raw.closed or connection.connection is not raw:
+            return
+        raw.remove_notify_handler(self.on_notify)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("UNLISTEN *")
+        except DatabaseError:
+            pass
 
     def _wanted(self, payload: str) -> bool:
         return not self.queues or payload == ALL_QUEUES or payload in self.queues
-
-    def _run(self) -> None:
-        import psycopg
-
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                self._conn = self._connect()
-            except psycopg.Error as exc:
-                failures += 1
-                delay = min(0.1 * 2**failures, RECONNECT_BACKOFF_MAX)
-                logger.warning(
-                    "Cannot LISTEN for new jobs (%s); retrying in %.1fs (polling meanwhile).",
-                    exc,
-                    delay,
-                )
-                self._stop.wait(delay)
-                continue
-            if failures:
-                logger.info("Listening for new jobs again.")
-                self.wake()  # whatever was notified while we were away
-            failures = 0
-            self.connected.set()
-            try:
-                self._listen(self._conn)
-            except psycopg.Error as exc:
-                if not self._stop.is_set():
-                    failures = 1
-                    logger.warning("Lost the LISTEN connection (%s); reconnecting.", exc)
-                    self._stop.wait(0.1)
-            finally:
-                self.connected.clear()
-                with contextlib.suppress(psycopg.Error):
-                    self._conn.close()
-
-    def _listen(self, conn: Any) -> None:
-        idle = 0.0
-        while not self._stop.is_set():
-            heard = False
-            for notify in conn.notifies(timeout=WAIT_STEP):
-                heard = True
-                if self._wanted(notify.payload):
-                    self.wake()
-            if heard:
-                idle = 0.0
-                continue
-            idle += WAIT_STEP
-            if idle >= PING_EVERY:
-                # A connection that died without a word (host gone) is only found by using it.
-                conn.execute("SELECT 1")
-                idle = 0.0

@@ -122,9 +122,9 @@ class Worker:
         # Held while outcomes are written and while locks are extended, so the heartbeat
         # never extends (and reports lost) the lock of a job whose outcome was just written.
         self._writing = threading.Lock()
-        self._listener: notify.Listener | None = None
+        self._listener: notify.ClaimListener | None = None
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = notify.Wakeup()
         self._stopping = threading.Event()
         self._interrupts = 0
         self._record: WorkerRecord | None = None
@@ -150,8 +150,8 @@ class Worker:
             beat.daemon = True
             beat.start()
             if settings.NOTIFY and notify.supported(self.using):
-                self._listener = notify.Listener(self.using, self._wake.set, self.queues)
-                self._listener.start()
+                self._listener = notify.ClaimListener(self.using, self.queues)
+                self._wake.open()
             if settings.RETENTION is not None:
                 threading.Thread(
                     target=self._retention_loop, name="django_jobs-retention", daemon=True
@@ -160,6 +160,7 @@ class Worker:
                 self._loop()
             finally:
                 self._shutdown()
+                self._wake.close()
         finally:
             # A worker run in-process (call_command, a test) must not leave its handlers behind:
             # they would make the host process ignore SIGTERM once this worker has stopped.
@@ -246,8 +247,41 @@ class Worker:
                 # Nothing is due, nor coming due within a poll interval (e.g. a quick retry).
                 logger.info("Worker %s: nothing is due; stopping (--burst).", self.worker_id)
                 return
-            self._wake.wait(sleep)
+            try:
+                self._sleep(sleep, full=busy >= self.concurrency)
+            except DatabaseError as exc:
+                # The connection was lost while idle: the next claim reconnects (or backs off).
+                logger.warning(
+                    "Worker %s: database error while waiting for jobs (%s); reconnecting.",
+                    self.worker_id,
+                    str(exc).strip(),
+                )
+                close_old_connections_for(self.using)
+
+    def _sleep(self, timeout: float, full: bool) -> None:
+        """Wait for a wake-up, a notification for our queues, or `timeout` seconds.
+
+        With every thread busy only an ended job gives the loop work, so it waits for that
+        alone; notifications wait in the connection until a thread is free.
+        """
+        listener = self._listener
+        if listener is None or full:
+            self._wake.wait(timeout)
             self._wake.clear()
+            return
+        if listener.listen():
+            # A new connection: what was notified before LISTEN is lost; look for work first.
+            logger.info("Worker %s: listening for new jobs.", self.worker_id)
+            return
+        deadline = time.monotonic() + timeout
+        while not listener.heard():
+            if self._wake.is_set():
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wake.wait(remaining, listener.fileno())
+        self._wake.clear()
 
     def _max_jobs_reached(self) -> bool:
         return self.max_jobs is not None and self.claimed_count >= self.max_jobs
@@ -523,8 +557,7 @@ class Worker:
             self._wake.clear()
         self._stopping.set()
         if self._listener is not None:
-            self._listener.stop()
-            self._listener.join(2 * notify.WAIT_STEP)
+            self._listener.unlisten()
         for entry in left:
             if entry.outcome is not None:
                 # It ran, but the database could not be told: its lock expires and the run is

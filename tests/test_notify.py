@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import select
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from django_jobs import now, schedule, schedule_many
 from django_jobs.models import Job, JobState
-from django_jobs.notify import CHANNEL, Listener
+from django_jobs.notify import CHANNEL, ClaimListener
 from tests.conftest import wait_for
 
 postgresql_only = pytest.mark.skipif(
@@ -39,17 +39,6 @@ def listening() -> Any:
 
     yield received
     conn.close()
-
-
-def listening_workers() -> int:
-    """Backends of the test database that a worker's listener holds."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query = %s",
-            [f"LISTEN {CHANNEL}"],
-        )
-        return int(cursor.fetchone()[0])
 
 
 @postgresql_only
@@ -111,26 +100,44 @@ def test_notify_false_turns_notifications_off(listening):
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
-def test_a_listener_wakes_only_for_its_queues():
-    woken: list[int] = []
-    event = threading.Event()
-
-    def wake() -> None:
-        woken.append(1)
-        event.set()
-
-    listener = Listener("default", wake, queues=["emails"])
-    listener.start()
+def test_the_claim_listener_hears_only_its_queues_during_queries():
+    # The claim loop's own connection listens; a notification that arrives while it runs a
+    # query (here: its own NOTIFY, which PostgreSQL delivers to the sender too) is kept.
+    listener = ClaimListener("default", queues=["emails"])
     try:
-        assert listener.connected.wait(10)
+        assert listener.listen() is True
+        assert listener.listen() is False  # same connection: already listening
         now("record", queue="reports")
+        assert listener.heard() is False
         now("record", queue="emails")
-        assert event.wait(10)
-        # Notifications arrive in order, so "reports" was read (and ignored) before "emails".
-        assert woken == [1]
+        assert listener.heard() is True
+        assert listener.heard() is False  # each notification wakes once
     finally:
-        listener.stop()
-        listener.join(5)
+        listener.unlisten()
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_listener_wakes_from_its_socket_while_idle():
+    import psycopg
+
+    listener = ClaimListener("default", queues=["emails"])
+    params = dict(connection.get_connection_params())
+    for key in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(key, None)
+    sender = psycopg.connect(**params, autocommit=True)
+    try:
+        listener.listen()
+        assert select.select([listener.fileno()], [], [], 0.2)[0] == []
+        sender.execute("SELECT pg_notify(%s, 'reports')", [CHANNEL])
+        assert select.select([listener.fileno()], [], [], 5)[0]
+        assert listener.heard() is False  # read, and not for us
+        sender.execute("SELECT pg_notify(%s, '*')", [CHANNEL])
+        assert select.select([listener.fileno()], [], [], 5)[0]
+        assert listener.heard() is True
+    finally:
+        sender.close()
+        listener.unlisten()
 
 
 @postgresql_only
@@ -138,8 +145,7 @@ def test_a_listener_wakes_only_for_its_queues():
 def test_an_idle_worker_starts_a_new_job_at_once(start_worker):
     # A minute between polls: only the notification can start the job in time.
     worker = start_worker("--poll-interval", "60", "--worker-id", "listener")
-    wait_for(lambda: listening_workers() == 1)
-    wait_for(lambda: "Worker listener started" in worker.output())
+    wait_for(lambda: "Worker listener: listening for new jobs" in worker.output())
     job = now("record")
     wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).exists(), 20)
 
