@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,6 +265,15 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
         )
 
 
+def w2_with_floor() -> Iterator[Row]:
+    """W2, then (on PostgreSQL) the same chain in bare SQL, the floor it is compared to."""
+    from django.db import connection
+
+    yield from w2()
+    if connection.vendor == "postgresql":
+        yield from w2_floor()
+
+
 def w2(count: int = 200, gap: float = 0.020, concurrency: int = 4) -> Iterator[Row]:
     """An idle worker; jobs scheduled one at a time `gap` apart: enqueue-to-start latency.
 
@@ -316,6 +326,85 @@ def w2(count: int = 200, gap: float = 0.020, concurrency: int = 4) -> Iterator[R
         yield name, f"{label} to start: p50", ms(pct(latencies, 50))
         yield name, f"{label} to start: p95", ms(pct(latencies, 95))
         yield name, f"{label} to start: max", ms(max(latencies))
+
+
+def _bare_listener(params: dict[str, Any], claim_sql: str, ready: Any, stamps: Any) -> None:
+    """The W2 floor's worker: LISTEN, wait on the socket, run the claim statement, stamp."""
+    import select
+
+    import psycopg
+
+    conn = psycopg.connect(**params, autocommit=True)
+    conn.execute("LISTEN django_jobs")
+    ready.put(True)
+    while True:
+        select.select([conn.pgconn.socket], [], [])
+        payloads = [n.payload for n in conn.notifies(timeout=0)]
+        if "stop" in payloads:
+            return
+        if payloads:
+            with psycopg.ClientCursor(conn) as cursor:
+                cursor.execute(claim_sql)
+                cursor.fetchall()
+            stamps.put(time.time())
+
+
+def w2_floor(count: int = 200, gap: float = 0.020) -> Iterator[Row]:
+    """W2's chain in bare psycopg (PostgreSQL): what this machine allows, with no Python
+    framework around the statements.
+
+    The same INSERT and NOTIFY the app sends for now(), and the worker's claim statement
+    (captured from django_jobs), each in one round trip; the "job" starts when the claim's
+    rows arrive, with no thread hand-off. Timed from the INSERT's call and from its commit.
+    """
+    import multiprocessing
+
+    import psycopg
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_jobs import claiming, now
+
+    reset()
+    with CaptureQueriesContext(connection) as queries:
+        now("bench-stamp")
+        claiming.claim_and_start(worker_id="floor", queues=[], limit=1, lock_lifetime=30)
+    insert_sql = next(q["sql"] for q in queries if q["sql"].startswith("INSERT"))
+    notify_sql = next(q["sql"] for q in queries if "pg_notify" in q["sql"])
+    claim_sql = queries[-1]["sql"]
+    params = dict(connection.get_connection_params())
+    for key in ("cursor_factory", "context", "prepare_threshold", "pool"):
+        params.pop(key, None)
+    context = multiprocessing.get_context("spawn")
+    ready, stamps = context.Queue(), context.Queue()
+    child = context.Process(target=_bare_listener, args=(params, claim_sql, ready, stamps))
+    child.start()
+    ready.get(timeout=30)
+    sender = psycopg.connect(**params, autocommit=True)
+    from_call, from_commit = [], []
+    try:
+        with psycopg.ClientCursor(sender) as cursor:
+            for _ in range(count):
+                time.sleep(gap)
+                called = time.time()
+                cursor.execute(insert_sql)
+                committed = time.time()
+                cursor.execute(notify_sql)
+                started = stamps.get(timeout=30)
+                from_call.append(started - called)
+                from_commit.append(started - committed)
+            cursor.execute("SELECT pg_notify('django_jobs', 'stop')")
+    finally:
+        child.join(30)
+        sender.close()
+    name = f"W2 floor, bare SQL, {count} jobs {gap * 1000:.0f} ms apart"
+    measured = (("from the INSERT's call", from_call), ("from its commit", from_commit))
+    for label, latencies in measured:
+        yield (
+            name,
+            f"{label} to the claim's rows: p50 / p95",
+            f"{ms(pct(latencies, 50))} / {ms(pct(latencies, 95))}",
+        )
 
 
 def w3(count: int = 50, concurrency: int = 4) -> Iterator[Row]:
@@ -467,7 +556,7 @@ def main() -> None:
     rows: list[Row] = []
     runners: dict[str, Callable[[], Iterator[Row]]] = {
         "w1": lambda: w1(args.jobs, args.concurrency),
-        "w2": w2,
+        "w2": lambda: w2_with_floor(),
         "w3": w3,
         "w4": w4,
         "enqueue": enqueue,
