@@ -13,10 +13,11 @@ from .conf import KNOWN_KEYS, JobsSettings, raw_settings
 POSITIVE_NUMBERS = (
     "POLL_INTERVAL",
     "LOCK_LIFETIME",
-    "GRACE_PERIOD",
     "BACKOFF_BASE",
     "BACKOFF_MAX",
 )
+# 0 is a real choice here, as with `runjobs --grace-period 0`: hand running jobs back at once.
+NON_NEGATIVE_NUMBERS = ("GRACE_PERIOD",)
 # None means "derived from LOCK_LIFETIME"; a value <= 0 would make the heartbeat spin.
 OPTIONAL_POSITIVE_NUMBERS = ("HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER")
 
@@ -45,6 +46,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="django_jobs.E002",
             )
         )
+    for key in NON_NEGATIVE_NUMBERS:
+        value = raw.get(key, getattr(JobsSettings, key))
+        if not _is_number(value) or not value >= 0:  # `not >=` also catches NaN
+            errors.append(
+                Error(
+                    f"DJANGO_JOBS[{key!r}] is {value!r}.",
+                    hint="Use a number of seconds, 0 or more (0: hand running jobs back at once).",
+                    id="django_jobs.E003",
+                )
+            )
     for key in (*POSITIVE_NUMBERS, *OPTIONAL_POSITIVE_NUMBERS):
         value = raw.get(key, getattr(JobsSettings, key))
         if value is None and key in OPTIONAL_POSITIVE_NUMBERS:

@@ -50,6 +50,8 @@ def test_unknown_key():
         ("LOCK_LIFETIME", "30"),
         ("LOCK_LIFETIME", None),
         ("GRACE_PERIOD", True),
+        ("GRACE_PERIOD", -1),
+        ("GRACE_PERIOD", math.nan),
         ("BACKOFF_BASE", math.nan),
         ("BACKOFF_MAX", -1),
         ("HEARTBEAT_INTERVAL", 0),
@@ -72,6 +74,7 @@ def test_bad_numbers(key, value):
     "value",
     [
         {"POLL_INTERVAL": 0.05, "LOCK_LIFETIME": 5, "GRACE_PERIOD": 1},
+        {"GRACE_PERIOD": 0},  # as `runjobs --grace-period 0`: running jobs are handed back
         {"HEARTBEAT_INTERVAL": None, "STALE_WORKER_AFTER": None},
         {"HEARTBEAT_INTERVAL": 2, "STALE_WORKER_AFTER": 60.0},
         {"DEFAULT_MAX_ATTEMPTS": 1, "BACKOFF_JITTER": 0, "BACKOFF_BASE": 0.5},
