@@ -264,7 +264,7 @@ def build_result(job: Job, task: Task, runs: list[JobRun] | None = None) -> Task
         # The runs were purged by retention before the job: keep the job's own last error.
         result.errors.append(
             TaskError(
-                exception_class_path=UNKNOWN_ERROR,
+                exception_class_path=job.last_error_class or UNKNOWN_ERROR,
                 traceback=job.last_traceback or job.last_error,
             )
         )

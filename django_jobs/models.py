@@ -131,6 +131,13 @@ class Job(models.Model):
     last_started_at = models.DateTimeField(_("last started at"), null=True, blank=True)
     last_finished_at = models.DateTimeField(_("last finished at"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
+    last_error_class = models.CharField(
+        _("last error class"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("Import path of the exception class that failed the last run."),
+    )
     last_traceback = models.TextField(_("last traceback"), blank=True)
     progress = models.FloatField(_("progress"), null=True, blank=True)
     progress_message = models.CharField(_("progress message"), max_length=255, blank=True)

@@ -41,6 +41,7 @@ def test_shows_the_job_with_pretty_json_error_and_traceback(admin_client: Client
         max_attempts=2,
         failure_count=2,
         last_error="ValueError: broken",
+        last_error_class="builtins.ValueError",
         last_traceback='Traceback (most recent call last):\n  File "x.py"\nValueError: broken',
         result={"rows": 3},
     )
@@ -48,6 +49,7 @@ def test_shows_the_job_with_pretty_json_error_and_traceback(admin_client: Client
     assert '<pre class="djj-pre">{\n  &quot;email&quot;: &quot;ada@example.com&quot;,' in html
     assert "2 of 2" in html  # attempts
     assert "ValueError: broken" in html
+    assert "builtins.ValueError" in html
     assert "Traceback (most recent call last):" in html
     assert "&quot;rows&quot;: 3" in html
     assert '<span class="djj-badge djj-failed">failed</span>' in html
@@ -145,6 +147,7 @@ def test_everything_is_escaped(admin_client: Client) -> None:
         state=JobState.FAILED,
         next_run_at=None,
         last_error=XSS,
+        last_error_class=XSS,
         last_traceback=XSS,
         result=XSS,
         progress=0.1,

@@ -187,6 +187,7 @@ def test_a_result_whose_runs_were_purged_keeps_the_job_error_and_times():
         last_started_at=started,
         last_finished_at=started + timedelta(seconds=1),
         last_error="ValueError: x",
+        last_error_class="builtins.ValueError",
         last_traceback="Traceback ...\nValueError: x",
     )
     result.refresh()
@@ -194,8 +195,15 @@ def test_a_result_whose_runs_were_purged_keeps_the_job_error_and_times():
     assert result.started_at == result.last_attempted_at == started
     assert result.finished_at == started + timedelta(seconds=1)
     [error] = result.errors
-    assert error.exception_class_path == "builtins.Exception"  # the class was in the runs
+    assert error.exception_class_path == "builtins.ValueError"
+    assert error.exception_class is ValueError
     assert error.traceback.endswith("ValueError: x")
+
+    # A job that stored no class (a lost worker's, or failed before the job kept it).
+    Job.objects.filter(pk=result.id).update(last_error_class="")
+    result.refresh()
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.Exception"
 
 
 def test_get_result_of_an_unknown_id_or_a_plain_job_does_not_exist():

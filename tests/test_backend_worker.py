@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_jobs.backend import JobsBackend
 from django_jobs.exceptions import UnknownTask
 from django_jobs.models import Job, JobRun, JobState, RunOutcome
+from django_jobs.retention import PurgeResult, purge
 from django_jobs.tasks_compat import (
     TaskResultStatus,
     task_backends,
@@ -76,6 +77,7 @@ def test_a_failing_task_records_the_exception_class_and_traceback(start_worker):
         _ = result.return_value
     run = JobRun.objects.get(job_id=result.id)
     assert (run.outcome, run.error_class) == (RunOutcome.FAILED, "builtins.ValueError")
+    assert Job.objects.get(pk=result.id).last_error_class == "builtins.ValueError"
 
     # Retry from the admin starts a new round: the result is READY again, without old errors.
     Job.objects.get(pk=result.id).retry()
@@ -87,6 +89,21 @@ def test_a_failing_task_records_the_exception_class_and_traceback(start_worker):
     assert result.status == TaskResultStatus.FAILED
     assert result.worker_ids == ["w2"]
     assert len(result.errors) == 1
+
+
+def test_a_failed_task_keeps_its_exception_class_once_its_runs_are_purged(start_worker):
+    result = tasks.fail.enqueue("gone")
+    run_worker(start_worker, BURST)
+    # An old run of a job that finished just now: retention purges the run, keeps the job.
+    JobRun.objects.filter(job_id=result.id).update(started_at=timezone.now() - timedelta(days=40))
+    assert purge(timedelta(days=30)) == PurgeResult(jobs=0, runs=1)
+
+    fetched = tasks.fail.get_result(result.id)
+    assert (fetched.status, fetched.worker_ids) == (TaskResultStatus.FAILED, [])
+    [error] = fetched.errors
+    assert error.exception_class_path == "builtins.ValueError"
+    assert error.exception_class is ValueError
+    assert "ValueError: gone" in error.traceback
 
 
 def test_an_async_task_runs(start_worker):

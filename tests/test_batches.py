@@ -85,7 +85,9 @@ def test_finish_many_writes_each_outcome_of_a_mixed_batch():
     assert retried.state == JobState.SCHEDULED and retried.failure_count == 1
     assert retried.next_run_at >= start + timedelta(seconds=59)
     assert retried.last_error == "ValueError: x"
+    assert retried.last_error_class == "builtins.ValueError"
     assert failed.state == JobState.FAILED and failed.last_traceback == "tb2"
+    assert failed.last_error_class == ""  # a failure that names no class
     assert recurring.state == JobState.SCHEDULED and recurring.attempts == 0
     assert recurring.next_run_at > start
 
@@ -127,6 +129,41 @@ def test_finish_many_counts_failures_with_the_database_expression():
     ((claimed, run),) = claim()
     finish_many([Outcome(claimed, run, failure=Failure("x"), retry_delay=timedelta(0))])
     assert Job.objects.get(pk=job.pk).failure_count == 3
+
+
+def fail_and_retry(job: Job, error: str, error_class: str):
+    """Claim `job`, fail its attempt with `error_class`, and make it due again."""
+    ((claimed, run),) = claim()
+    failure = Failure(error, "tb", error_class=error_class)
+    assert finish_many([Outcome(claimed, run, failure=failure, retry_delay=timedelta(0))])
+    Job.objects.filter(pk=job.pk).update(next_run_at=timezone.now() - timedelta(seconds=1))
+    job.refresh_from_db()
+
+
+def test_the_job_keeps_the_class_of_its_last_error_until_it_succeeds():
+    job = due(max_attempts=3)
+    fail_and_retry(job, "ValueError: x", "builtins.ValueError")
+    assert (job.last_error, job.last_error_class) == ("ValueError: x", "builtins.ValueError")
+    fail_and_retry(job, "KeyError: 'y'", "builtins.KeyError")
+    assert (job.last_error, job.last_error_class) == ("KeyError: 'y'", "builtins.KeyError")
+
+    ((claimed, run),) = claim()
+    assert finish_many([Outcome(claimed, run, result="ok")]) == [True]
+    job.refresh_from_db()
+    assert (job.state, job.last_error, job.last_error_class) == (JobState.SUCCEEDED, "", "")
+
+
+def test_a_lost_worker_clears_the_class_of_an_earlier_error():
+    job = due(max_attempts=3)
+    fail_and_retry(job, "ValueError: x", "builtins.ValueError")
+    ((_, run),) = claim(worker_id="dead")
+    Job.objects.filter(pk=job.pk).update(locked_until=timezone.now() - timedelta(minutes=1))
+    assert claiming.recover_stale() == 1
+
+    job.refresh_from_db()
+    assert "dead" in job.last_error
+    assert job.last_error_class == ""  # no exception was raised, as on the orphaned run
+    assert JobRun.objects.get(pk=run.pk).error_class == ""
 
 
 def test_release_can_discard_the_run_of_a_job_that_never_started():

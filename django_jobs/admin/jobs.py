@@ -210,9 +210,8 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         if obj is not None and obj.result is not None:
             fieldsets.append((_("Result"), {"fields": ["result_display"]}))
         if obj is not None and (obj.last_error or obj.last_traceback):
-            fieldsets.append(
-                (_("Last error"), {"fields": ["last_error_display", "last_traceback_display"]})
-            )
+            fields = ["last_error_class", "last_error_display", "last_traceback_display"]
+            fieldsets.append((_("Last error"), {"fields": fields}))
         return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:

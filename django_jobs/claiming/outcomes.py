@@ -105,6 +105,7 @@ def _outcome_fields(outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
         fields.update(
             result=outcome.result,
             last_error="",
+            last_error_class="",
             last_traceback="",
             progress=1.0 if job.progress is not None else None,
         )
@@ -120,6 +121,7 @@ def _outcome_fields(outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
             fields = finished_fields(job, succeeded=False, now=now)
         fields.update(
             last_error=failure.error[:10000],
+            last_error_class=failure.error_class[:255],
             last_traceback=failure.traceback,
             failure_count=F("failure_count") + 1,
         )

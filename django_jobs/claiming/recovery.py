@@ -43,7 +43,13 @@ def recover_stale(using: str = "default", limit: int = 100) -> int:
             fields = rescheduled_fields(DbNow(), now, finished=False)
         else:
             fields = finished_fields(job, succeeded=False, now=now)
-        fields.update(last_error=reason, last_traceback="", failure_count=F("failure_count") + 1)
+        # A lost worker raised nothing: clear the class of an earlier failure (as the run's).
+        fields.update(
+            last_error=reason,
+            last_error_class="",
+            last_traceback="",
+            failure_count=F("failure_count") + 1,
+        )
         with transaction.atomic(using=using):
             touched = (
                 Job.objects.using(using)
