@@ -339,6 +339,8 @@ class Worker:
             batch, self._outcomes = self._outcomes, []
         if not batch:
             return
+        # Taken first: writing an outcome gives the job instance its new (cleared) lock token.
+        keys = [_key(entry.job) for entry in batch]
         with self._writing:
             try:
                 claiming.finish_many(
@@ -354,8 +356,8 @@ class Worker:
                 logger.exception("Worker %s could not write a batch of outcomes.", self.worker_id)
                 self._write_one_by_one(batch)
             with self._lock:
-                for entry in batch:
-                    self._running.pop(_key(entry.job), None)
+                for key in keys:
+                    self._running.pop(key, None)
         for entry in batch:
             entry.recorded.set()
 

@@ -29,6 +29,9 @@ class Received:
 
     def receiver(self, name: str):
         def receive(**kwargs: Any) -> None:
+            # The job as the receiver sees it when it is called (the instance changes later).
+            job = kwargs["job"]
+            kwargs["seen"] = {"state": job.state, "locked_by": job.locked_by}
             with self._lock:
                 self.calls.append((name, kwargs))
 
@@ -64,14 +67,18 @@ def test_job_started_and_job_succeeded(received):
     run_worker()
 
     (started,) = received.of("started", job)
-    assert set(started) == {"signal", "sender", "job", "run"}
+    assert set(started) == {"signal", "sender", "job", "run", "seen"}
+    assert started["seen"] == {"state": JobState.RUNNING, "locked_by": "signals"}
     assert started["sender"] is Job and started["signal"] is job_started
     assert started["job"].pk == job.pk and started["job"].attempt == 1
-    assert started["job"].locked_by == "signals"
     assert isinstance(started["run"], JobRun) and started["run"].attempt == 1
 
     (succeeded,) = received.of("succeeded", job)
-    assert set(succeeded) == {"signal", "sender", "job", "run", "result"}
+    assert set(succeeded) == {"signal", "sender", "job", "run", "result", "seen"}
+    # The job as written, not as claimed.
+    assert succeeded["seen"] == {"state": JobState.SUCCEEDED, "locked_by": None}
+    assert succeeded["job"].result == {"slept": 0}
+    assert succeeded["run"].outcome == RunOutcome.SUCCEEDED
     assert succeeded["sender"] is Job and succeeded["signal"] is job_succeeded
     assert succeeded["result"] == {"slept": 0}
     assert succeeded["run"].pk == started["run"].pk
@@ -86,8 +93,20 @@ def test_job_failed_says_whether_it_will_retry(received):
 
     failures = received.of("failed", job)
     assert [f["will_retry"] for f in failures] == [True, False]
+    # As written: due again after the first failure, failed for good after the second.
+    assert [f["seen"]["state"] for f in failures] == [JobState.SCHEDULED, JobState.FAILED]
+    assert failures[-1]["job"].last_error_class == "builtins.ValueError"
+    assert failures[-1]["job"].failure_count == 2  # computed by the database, read on access
     for failure, attempt in zip(failures, (1, 2), strict=True):
-        assert set(failure) == {"signal", "sender", "job", "run", "exception", "will_retry"}
+        assert set(failure) == {
+            "signal",
+            "sender",
+            "job",
+            "run",
+            "exception",
+            "will_retry",
+            "seen",
+        }
         assert failure["sender"] is Job and failure["signal"] is job_failed
         assert isinstance(failure["exception"], ValueError)
         assert str(failure["exception"]) == "broken <script>alert(1)</script>"

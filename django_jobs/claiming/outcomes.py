@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import F, Q
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from ..models import Job, JobRun, JobState, RunOutcome
 from ..schedules import get_timezone, next_run, parse_schedule
-from .sql import qualified_column, unnest_update, update_each
+from .sql import concrete_field, qualified_column, unnest_update, update_each
 from .wake import wake_workers
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[boo
         kept = _finish_postgresql(planned, groups, using)
         written = [o.job.pk in kept for o in outcomes]
         _warn_lost(outcomes, written)
+        _show_written(planned, written)
         return written
     written = [True] * len(outcomes)
     with transaction.atomic(using=using):
@@ -197,7 +198,35 @@ def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[boo
             where = {"id": None, "outcome": RunOutcome.RUNNING.value}
             update_each(JobRun, run_rows, where, using)
     _warn_lost(outcomes, written)
+    _show_written(planned, written)
     return written
+
+
+def _show_written(planned: list[Planned], written: list[bool]) -> None:
+    """Give the instances the values just written (job_succeeded and job_failed receivers get
+    the job as stored, not as claimed); a value computed by the database (an F() expression)
+    is left to load from the row when it is read."""
+    for (outcome, fields, run_fields), ok in zip(planned, written, strict=True):
+        if not ok:
+            continue
+        _set_fields(outcome.job, fields)
+        if outcome.run is not None:
+            _set_fields(outcome.run, run_fields)
+
+
+_ATTNAMES: dict[tuple[type[Model], str], str] = {}
+
+
+def _set_fields(instance: Model, fields: dict[str, Any]) -> None:
+    model = type(instance)
+    for name, value in fields.items():
+        attname = _ATTNAMES.get((model, name))
+        if attname is None:
+            attname = _ATTNAMES[model, name] = concrete_field(model, name).attname
+        if hasattr(value, "resolve_expression"):
+            instance.__dict__.pop(attname, None)  # deferred: read from the database on access
+        else:
+            setattr(instance, attname, value)
 
 
 def _warn_lost(outcomes: Sequence[Outcome], written: list[bool]) -> None:
