@@ -39,6 +39,8 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import ms, pct, wait_until  # noqa: E402
+
 WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue")
 Row = tuple[str, str, str]  # workload, metric, value
 
@@ -187,34 +189,12 @@ class Runjobs:
         return code
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def machine_cpu() -> float:
     """Seconds of CPU (user + system, every core) the machine has spent since boot."""
     with open("/proc/stat") as stat:
         fields = stat.readline().split()[1:]
     ticks = sum(int(x) for x in fields[:3]) + sum(int(x) for x in fields[5:8])
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-# Statistics
-
-
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
 
 
 # Workloads

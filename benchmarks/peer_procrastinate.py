@@ -40,12 +40,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import procrastinate
 import psycopg
+from measure import ms, pct, wait_until  # this script's folder
 
 HERE = Path(__file__).resolve().parent
 TMP = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -146,28 +146,6 @@ class Worker:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
         self.log.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-# Statistics
-
-
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
 
 
 # The workload
