@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import ms, pct, wait_until  # noqa: E402
+from benchmarks.measure import cpu_model, ms, pct, wait_until  # noqa: E402
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue")
 Row = tuple[str, str, str]  # workload, metric, value
@@ -480,12 +480,7 @@ def machine() -> list[str]:
     from django import get_version
     from django.db import connection
 
-    cpu = "?"
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
             cursor.execute("SELECT sqlite_version()")

@@ -45,7 +45,7 @@ from urllib.parse import urlparse
 
 import procrastinate
 import psycopg
-from measure import ms, pct, wait_until  # this script's folder
+from measure import cpu_model, ms, pct, wait_until  # this script's folder
 
 HERE = Path(__file__).resolve().parent
 TMP = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -194,12 +194,7 @@ def w2(url: str, count: int, gap: float, concurrency: int = 4) -> list[Row]:
 
 
 def machine(url: str) -> list[str]:
-    cpu = "?"
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT version()").fetchone()
     version = row[0] if row else "?"
