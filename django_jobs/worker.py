@@ -87,6 +87,12 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
     recorded: threading.Event = field(default_factory=threading.Event)
+    # The key in Worker._running: the job and the claim's lock token, taken when it is claimed
+    # (writing the outcome clears the token on the job instance).
+    key: tuple[int, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.job.pk, self.job.lock_token or "")
 
 
 class Worker:
@@ -323,10 +329,11 @@ class Worker:
                 continue
             self.claimed_count += 1
             started.append(job)
+            entry = Running(job, run, lock_lifetime=self._lifetime(job))
             with self._lock:
-                self._running[_key(job)] = Running(job, run, lock_lifetime=self._lifetime(job))
+                self._running[entry.key] = entry
             assert self._pool is not None
-            self._pool.submit(self._execute, job)
+            self._pool.submit(self._execute, entry)
         if started:
             # Let a pool thread take the GIL and start the job now: otherwise it waits until
             # this thread has built its next claim and blocks on the database (W2 latency).
@@ -339,8 +346,6 @@ class Worker:
             batch, self._outcomes = self._outcomes, []
         if not batch:
             return
-        # Taken first: writing an outcome gives the job instance its new (cleared) lock token.
-        keys = [_key(entry.job) for entry in batch]
         with self._writing:
             try:
                 claiming.finish_many(
@@ -356,8 +361,8 @@ class Worker:
                 logger.exception("Worker %s could not write a batch of outcomes.", self.worker_id)
                 self._write_one_by_one(batch)
             with self._lock:
-                for key in keys:
-                    self._running.pop(key, None)
+                for entry in batch:
+                    self._running.pop(entry.key, None)
         for entry in batch:
             entry.recorded.set()
 
@@ -433,10 +438,9 @@ class Worker:
 
     # Running one job (on a pool thread)
 
-    def _execute(self, job: Job) -> None:
+    def _execute(self, entry: Running) -> None:
         close_old_connections()
-        entry = self._running[_key(job)]
-        run = entry.run
+        job, run = entry.job, entry.run
         definition = None
         try:
             try:
@@ -483,7 +487,7 @@ class Worker:
                 # Nothing to write (an error above): free the slot; the lock expires and
                 # another worker recovers the job.
                 with self._lock:
-                    self._running.pop(_key(job), None)
+                    self._running.pop(entry.key, None)
                 self._wake.set()
 
     # Heartbeat (its own thread and database connection)
@@ -602,10 +606,6 @@ def send_signal(signal: Signal, **kwargs: Any) -> None:
                 response,
                 kwargs.get("job"),
             )
-
-
-def _key(job: Job) -> tuple[int, str]:
-    return (job.pk, job.lock_token or "")
 
 
 def close_old_connections_for(using: str) -> None:

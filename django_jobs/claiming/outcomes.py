@@ -214,15 +214,9 @@ def _show_written(planned: list[Planned], written: list[bool]) -> None:
             _set_fields(outcome.run, run_fields)
 
 
-_ATTNAMES: dict[tuple[type[Model], str], str] = {}
-
-
 def _set_fields(instance: Model, fields: dict[str, Any]) -> None:
-    model = type(instance)
     for name, value in fields.items():
-        attname = _ATTNAMES.get((model, name))
-        if attname is None:
-            attname = _ATTNAMES[model, name] = concrete_field(model, name).attname
+        attname = concrete_field(type(instance), name).attname
         if hasattr(value, "resolve_expression"):
             instance.__dict__.pop(attname, None)  # deferred: read from the database on access
         else:
