@@ -7,10 +7,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from .claiming import wake_workers
 from .conf import settings
 from .exceptions import InvalidJobData, JobStateError
 from .models import Job, JobState
@@ -99,21 +98,8 @@ def schedule(
         when, name, data, priority=priority, queue=queue, max_attempts=max_attempts
     )
     db = using or settings.DATABASE
-    jobs = Job.objects.using(db)
-    if unique_key is None:
-        return _woken(jobs.create(**fields))
-    existing = jobs.filter(unique_key=unique_key).first()
-    if existing is not None:
-        return existing
-    try:
-        with transaction.atomic(using=db):
-            return _woken(jobs.create(unique_key=unique_key, **fields))
-    except IntegrityError:
-        # Another process scheduled the same key between our check and our insert.
-        existing = jobs.filter(unique_key=unique_key).first()
-        if existing is None:
-            raise
-        return existing
+    job, _ = Job.objects.using(db).create_job(unique_key=unique_key, **fields)
+    return job
 
 
 def now(name: str, data: Any = None, **options: Any) -> Job:
@@ -130,17 +116,7 @@ def schedule_many(
         for when, name, data in jobs
     ]
     db = using or settings.DATABASE
-    created = Job.objects.using(db).bulk_create(rows, batch_size=batch_size)
-    soonest = min((job.next_run_at for job in created if job.next_run_at is not None), default=None)
-    if soonest is not None:
-        wake_workers(db, {job.queue for job in created}, due_at=soonest)
-    return created
-
-
-def _woken(job: Job) -> Job:
-    """Wake idle workers for a job due now or soon, once its transaction commits."""
-    wake_workers(job._state.db or settings.DATABASE, [job.queue], due_at=job.next_run_at)
-    return job
+    return Job.objects.using(db).create_jobs(rows, batch_size=batch_size)
 
 
 def cancel(

@@ -133,7 +133,7 @@ class JobsBackend(BaseTaskBackend):
         }
         if task.run_after is not None:
             data["run_after"] = task.run_after.isoformat()
-        job = Job.objects.using(settings.DATABASE).create(
+        job, _ = Job.objects.using(settings.DATABASE).create_job(
             name=task.module_path,
             data=data,
             queue=task.queue_name,

@@ -10,13 +10,15 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .exceptions import InvalidSchedule, JobStateError
+from .notify import wake_workers
+from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
 
 RECURRING_KEY_PREFIX = "django_jobs:recurring:"
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
@@ -39,22 +41,6 @@ def db_now_plus(seconds: float) -> ExpressionWrapper:
 
 def new_token() -> str:
     return uuid.uuid4().hex
-
-
-class JobState(models.TextChoices):
-    SCHEDULED = "scheduled", _("scheduled")  # waiting for next_run_at; due once it has passed
-    RUNNING = "running", _("running")
-    SUCCEEDED = "succeeded", _("succeeded")
-    FAILED = "failed", _("failed")
-    CANCELLED = "cancelled", _("cancelled")
-
-
-class RunOutcome(models.TextChoices):
-    RUNNING = "running", _("running")
-    SUCCEEDED = "succeeded", _("succeeded")
-    FAILED = "failed", _("failed")
-    ORPHANED = "orphaned", _("orphaned (worker lost)")
-    INTERRUPTED = "interrupted", _("interrupted (worker stopped)")
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -85,6 +71,39 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def pending(self) -> JobQuerySet:
         return self.filter(state__in=[JobState.SCHEDULED, JobState.RUNNING])
+
+    # The one home for creating job rows: schedule(), schedule_many(), now(), run-now copies,
+    # the tasks backend and the recurring sync all come here, and every new row that is due
+    # soon wakes idle workers once its transaction commits.
+
+    def create_job(self, *, unique_key: str | None = None, **fields: Any) -> tuple[Job, bool]:
+        """Insert one job (fields already validated); returns (job, created).
+
+        With `unique_key`, an existing row holding the key is returned instead (created False).
+        """
+        db = self.db
+        if unique_key is None:
+            return _woken(self.create(**fields), fields), True
+        existing = self.filter(unique_key=unique_key).first()
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic(using=db):
+                return _woken(self.create(unique_key=unique_key, **fields), fields), True
+        except IntegrityError:
+            # Another process created the same key between our look and our insert.
+            existing = self.filter(unique_key=unique_key).first()
+            if existing is None:
+                raise
+            return existing, False
+
+    def create_jobs(self, jobs: list[Job], *, batch_size: int = 1000) -> list[Job]:
+        """Insert many jobs (fields already validated) with one INSERT per batch."""
+        created = self.bulk_create(jobs, batch_size=batch_size)
+        soonest = min((j.next_run_at for j in created if j.next_run_at is not None), default=None)
+        if soonest is not None:
+            wake_workers(self.db, {j.queue for j in created}, due_at=soonest)
+        return created
 
 
 class Job(models.Model):
@@ -215,35 +234,35 @@ class Job(models.Model):
     # State changes used by the admin and the API; each is guarded by the state it starts from
     # and written as one conditional UPDATE, so it cannot race a worker's claim.
 
-    def _transition(self, allowed: list[str], action: str, **changes: Any) -> None:
-        changes.setdefault("updated_at", timezone.now())
+    def _transition(self, action: str, verb: str, **changes: Any) -> None:
+        """Apply `changes` if the row is in a state `action` may start from (states.ACTIONS)."""
+        changes.setdefault("updated_at", DbNow())
+        allowed = allowed_states(action, recurring=self.recurring)
         touched = (
             Job.objects.using(self._state.db)
-            .filter(pk=self.pk, state__in=allowed)
+            .filter(pk=self.pk, state__in=list(allowed))
             .update(**changes)
         )
         if not touched:
             self.refresh_from_db(fields=["state"])
-            raise JobStateError(
-                f"Cannot {action} job {self} while it is {self.get_state_display()}."
-            )
+            raise JobStateError(f"Cannot {verb} job {self} while it is {self.get_state_display()}.")
         self.refresh_from_db()
 
     def run_now(self) -> Job:
         """Make the job due now; for a recurring job, run a one-off copy so its schedule stays."""
         if self.recurring:
-            copy = Job.objects.using(self._state.db).create(
+            copy, _ = Job.objects.using(self._state.db).create_job(
                 name=self.name,
                 data=self.data,
                 queue=self.queue,
                 priority=self.priority,
                 max_attempts=self.max_attempts,
-                next_run_at=timezone.now(),
+                next_run_at=DbNow(),
             )
-            return copy._wake_workers()
-        finished = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]
+            return copy
+        finished = list(FINISHED_STATES)
         self._transition(
-            [JobState.SCHEDULED, *finished],
+            "run_now",
             "run now",
             # Before state=: MySQL/MariaDB evaluate SET assignments left to right, so a CASE
             # after it would see the new state and never reset the attempts.
@@ -261,7 +280,7 @@ class Job(models.Model):
     def retry(self) -> Job:
         """Run a failed job again from its first attempt."""
         self._transition(
-            [JobState.FAILED],
+            "retry",
             "retry",
             state=JobState.SCHEDULED,
             next_run_at=DbNow(),
@@ -278,7 +297,7 @@ class Job(models.Model):
             )
         reset = {} if self.state == JobState.SCHEDULED else {"attempts": 0}
         self._transition(
-            [JobState.SCHEDULED, JobState.FAILED],
+            "reschedule",
             "reschedule",
             state=JobState.SCHEDULED,
             next_run_at=at,
@@ -308,7 +327,7 @@ class Job(models.Model):
             and definition.timezone == tz_name
         )
         self._transition(
-            [JobState.SCHEDULED, JobState.RUNNING, JobState.FAILED],
+            "change_schedule",
             "change the schedule of",
             schedule=parsed.expression,
             timezone=tz_name,
@@ -321,22 +340,20 @@ class Job(models.Model):
                 default=models.Value(JobState.SCHEDULED),
             ),
         )
-        return self
+        return self._wake_workers(due_at=self.next_run_at)
 
     def disable(self) -> Job:
         """Stop the job from being claimed; a run in progress finishes."""
-        self._transition(list(JobState.values), "disable", enabled=False)
+        self._transition("disable", "disable", enabled=False)
         return self
 
     def enable(self) -> Job:
-        self._transition(list(JobState.values), "enable", enabled=True)
+        self._transition("enable", "enable", enabled=True)
         return self._wake_workers(due_at=self.next_run_at)
 
     def _wake_workers(self, due_at: datetime | None = None) -> Job:
         """Wake idle workers (after commit) when this job is due now or within a poll interval."""
-        from .claiming import wake_workers  # the claiming layer holds the vendor-specific code
-
-        if self.state == JobState.SCHEDULED:
+        if self.state == JobState.SCHEDULED and self.enabled:
             wake_workers(self._state.db or "default", [self.queue], due_at=due_at)
         return self
 
@@ -345,8 +362,18 @@ class Job(models.Model):
         with transaction.atomic(using=self._state.db):
             # Flip the state first: a worker's claim can no longer take the row once it is
             # cancelled, so the delete below never removes a job that started meanwhile.
-            self._transition([JobState.SCHEDULED], "cancel", state=JobState.CANCELLED)
+            self._transition("cancel", "cancel", state=JobState.CANCELLED)
             Job.objects.using(self._state.db).filter(pk=self.pk).delete()
+
+
+def _woken(job: Job, fields: dict[str, Any]) -> Job:
+    """Wake idle workers for a new job due now or soon, once its transaction commits."""
+    computed = [name for name, value in fields.items() if hasattr(value, "resolve_expression")]
+    if computed:
+        job.refresh_from_db(fields=computed)  # e.g. next_run_at=DbNow(): the stored value
+    due_at = job.next_run_at
+    wake_workers(job._state.db or "default", [job.queue], due_at=due_at)
+    return job
 
 
 class JobRun(models.Model):

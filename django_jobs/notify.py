@@ -1,7 +1,6 @@
 """PostgreSQL LISTEN/NOTIFY: wake idle workers the moment a job becomes due.
 
-Only the claiming package and worker.py import this module, so the rest of the app never assumes
-PostgreSQL. NOTIFY is sent after the scheduling transaction commits (PostgreSQL itself holds
+The rest of the app wakes workers through wake_workers() here and never assumes PostgreSQL. NOTIFY is sent after the scheduling transaction commits (PostgreSQL itself holds
 it back until then too). A worker LISTENs on the connection its claim loop claims with, and
 sleeps on that connection's socket and on its own wake-up pipe at once: a notification wakes
 the very thread, and the very database backend, that runs the claim, with no hand-over
@@ -16,10 +15,14 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
+
+from .conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,24 @@ def supported(using: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def wake_workers(using: str, queues: Iterable[str], due_at: datetime | None = None) -> None:
+    """After the current transaction commits, wake idle workers of `queues` (PostgreSQL).
+
+    Called when jobs become due now, or within a poll interval (`due_at`), so a sleeping
+    worker claims them at once, or learns the time to wake at. Elsewhere workers poll.
+    """
+    if not settings.NOTIFY:
+        return
+    if due_at is not None:
+        horizon = timezone.now() + timedelta(seconds=settings.POLL_INTERVAL)
+        if due_at > horizon:
+            return  # a worker's next poll comes before it is due
+    if not supported(using):
+        return
+    names = sorted(set(queues))
+    transaction.on_commit(lambda: send(using, names), using=using, robust=True)
 
 
 def send(using: str, queues: Sequence[str]) -> None:

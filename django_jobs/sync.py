@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .models import RECURRING_KEY_PREFIX, Job, JobState
@@ -43,13 +42,12 @@ def sync_recurring(using: str = "default", definitions: Registry = registry) -> 
         key = recurring_key(definition.name)
         row = Job.objects.using(using).filter(unique_key=key).first()
         if row is None:
-            try:
-                with transaction.atomic(using=using):
-                    Job.objects.using(using).create(unique_key=key, next_run_at=first_run, **wanted)
+            _, created = Job.objects.using(using).create_job(
+                unique_key=key, next_run_at=first_run, **wanted
+            )
+            if created:  # else another worker starting at the same moment created it
                 changed += 1
                 logger.info("Added recurring job %r (%s)", definition.name, wanted["schedule"])
-            except IntegrityError:
-                pass  # another worker starting at the same moment created it
             continue
         if row.schedule_overridden:
             # A schedule changed in the admin wins over the code's until it is set back to it.

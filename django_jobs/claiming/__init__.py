@@ -8,13 +8,13 @@ wrote.
 
 claims.py claims a batch per vendor; outcomes.py writes outcomes and hands jobs back;
 recovery.py extends locks, beats the heartbeat and recovers the jobs of dead workers;
-wake.py wakes idle workers; sql.py holds the raw SQL helpers they share.
+sql.py holds the raw SQL helpers they share.
 """
 
 from .claims import CLAIM_ORDER, claim, claim_and_start, claimable, start_run
 from .outcomes import Failure, Outcome, finish, finish_many, next_slot, release
 from .recovery import delete_dead_workers, extend_locks, heartbeat, recover_stale
-from .wake import wake_workers
+from ..notify import wake_workers
 
 __all__ = [
     "CLAIM_ORDER",

@@ -15,7 +15,7 @@ from django.utils import timezone
 from ..models import Job, JobRun, JobState, RunOutcome
 from ..schedules import get_timezone, next_run, parse_schedule
 from .sql import concrete_field, qualified_column, unnest_update, update_each
-from .wake import wake_workers
+from ..notify import wake_workers
 
 logger = logging.getLogger(__name__)
 
