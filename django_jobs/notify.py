@@ -1,7 +1,8 @@
 """PostgreSQL LISTEN/NOTIFY: wake idle workers the moment a job becomes due.
 
-The rest of the app wakes workers through wake_workers() here and never assumes PostgreSQL. NOTIFY is sent after the scheduling transaction commits (PostgreSQL itself holds
-it back until then too). A worker LISTENs on the connection its claim loop claims with, and
+The rest of the app wakes workers through wake_workers() here and never assumes PostgreSQL.
+NOTIFY is sent after the scheduling transaction commits (PostgreSQL itself holds it back
+until then too). A worker LISTENs on the connection its claim loop claims with, and
 sleeps on that connection's socket and on its own wake-up pipe at once: a notification wakes
 the very thread, and the very database backend, that runs the claim, with no hand-over
 between threads or connections on the way (W2 in docs/performance.md).

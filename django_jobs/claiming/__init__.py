@@ -11,10 +11,10 @@ recovery.py extends locks, beats the heartbeat and recovers the jobs of dead wor
 sql.py holds the raw SQL helpers they share.
 """
 
+from ..notify import wake_workers
 from .claims import CLAIM_ORDER, claim, claim_and_start, claimable, start_run
 from .outcomes import Failure, Outcome, finish, finish_many, next_slot, release
 from .recovery import delete_dead_workers, extend_locks, heartbeat, recover_stale
-from ..notify import wake_workers
 
 __all__ = [
     "CLAIM_ORDER",

@@ -13,9 +13,9 @@ from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from ..models import Job, JobRun, JobState, RunOutcome
+from ..notify import wake_workers
 from ..schedules import get_timezone, next_run, parse_schedule
 from .sql import concrete_field, qualified_column, unnest_update, update_each
-from ..notify import wake_workers
 
 logger = logging.getLogger(__name__)
 
