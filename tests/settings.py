@@ -18,12 +18,16 @@ ALLOWED_HOSTS = ["*"]
 _SQLITE_DIR = Path(os.environ.get("DJANGO_JOBS_SQLITE_DIR", tempfile.gettempdir()))
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{_SQLITE_DIR / 'django_jobs.sqlite3'}"
 _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+# DJANGO_JOBS_SQLITE_DEFAULTS=1: SQLite exactly as Django's startproject leaves it (no OPTIONS),
+# for the tests that prove the embedded default works without tuning.
+_SQLITE_DEFAULTS = os.environ.get("DJANGO_JOBS_SQLITE_DEFAULTS") == "1"
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    _db["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 30,
-        "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL",
-    }
+    if not _SQLITE_DEFAULTS:
+        _db["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL",
+        }
     _db["TEST"] = {
         "NAME": os.environ.get("DJANGO_JOBS_TEST_DB_NAME")
         or str(_SQLITE_DIR / "test_django_jobs.sqlite3")
@@ -31,6 +35,12 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.mysql":
     _db["OPTIONS"] = {"charset": "utf8mb4", "isolation_level": "read committed"}
     _db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+# DJANGO_JOBS_TEST_DB_SUFFIX=x: a test database of its own (test_<name>_x), so two test runs
+# on one PostgreSQL or MariaDB server do not drop each other's database.
+if os.environ.get("DJANGO_JOBS_TEST_DB_SUFFIX") and _db["ENGINE"] != "django.db.backends.sqlite3":
+    _db.setdefault("TEST", {})["NAME"] = (
+        f"test_{_db['NAME']}_{os.environ['DJANGO_JOBS_TEST_DB_SUFFIX']}"
+    )
 # A worker subprocess is pointed at the test database the parent created.
 if os.environ.get("DJANGO_JOBS_USE_TEST_DB"):
     _db["NAME"] = os.environ["DJANGO_JOBS_USE_TEST_DB"]
