@@ -25,7 +25,8 @@ class JobsSettings:
     BACKOFF_BASE: float = 10.0  # seconds before the first retry; doubles each attempt
     BACKOFF_MAX: float = 3600.0  # seconds; the longest wait between retries
     BACKOFF_JITTER: float = 0.1  # fraction of the delay added at random, 0 to disable
-    STALE_WORKER_AFTER: float | None = None  # seconds; None = 3 x LOCK_LIFETIME
+    # seconds without a heartbeat after which a worker is dead; None = its own lock lifetime
+    STALE_WORKER_AFTER: float | None = None
     NOTIFY: bool = True  # PostgreSQL: wake idle workers with LISTEN/NOTIFY (False: poll only)
     # Finished jobs and runs older than this are deleted by the workers, hourly: "30d",
     # "12h", a timedelta or seconds. None keeps the history forever (see purgejobs).
@@ -34,10 +35,6 @@ class JobsSettings:
     @property
     def heartbeat_interval(self) -> float:
         return self.HEARTBEAT_INTERVAL or self.LOCK_LIFETIME / 3
-
-    @property
-    def stale_worker_after(self) -> float:
-        return self.STALE_WORKER_AFTER or 3 * self.LOCK_LIFETIME
 
 
 _cached: JobsSettings | None = None

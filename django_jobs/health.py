@@ -36,7 +36,7 @@ class Health:
 
 def check_health(
     *,
-    max_heartbeat_age: float,
+    max_heartbeat_age: float | None,
     max_lateness: float,
     min_workers: int = 1,
     hostname: str | None = None,
@@ -48,8 +48,14 @@ def check_health(
     if hostname:
         workers = workers.filter(hostname=hostname)
     health = Health()
-    health.live_workers = list(workers.alive(max_heartbeat_age).order_by("hostname", "pid"))
-    health.stale_workers = workers.dead(max_heartbeat_age).count()
+    if max_heartbeat_age is None:
+        # Each worker row carries its own expiry, from the lock lifetime it runs with.
+        alive, dead = workers.alive(), workers.dead()
+    else:
+        alive = workers.filter(last_heartbeat_at__gte=db_now_plus(-max_heartbeat_age))
+        dead = workers.filter(last_heartbeat_at__lt=db_now_plus(-max_heartbeat_age))
+    health.live_workers = list(alive.order_by("hostname", "pid"))
+    health.stale_workers = dead.count()
     jobs = Job.objects.using(using)
     if queues:
         jobs = jobs.filter(queue__in=list(queues))
@@ -61,9 +67,13 @@ def check_health(
     health.failed = jobs.filter(state=JobState.FAILED).count()
     where = f" on {hostname}" if hostname else ""
     if len(health.live_workers) < min_workers:
+        live = (
+            "a live worker's heartbeat has not expired"
+            if max_heartbeat_age is None
+            else f"a live worker has a heartbeat less than {max_heartbeat_age:g}s old"
+        )
         health.problems.append(
-            f"{len(health.live_workers)} live worker(s){where}, fewer than {min_workers} "
-            f"(a live worker has a heartbeat less than {max_heartbeat_age:g}s old)."
+            f"{len(health.live_workers)} live worker(s){where}, fewer than {min_workers} ({live})."
         )
     if health.late:
         health.problems.append(

@@ -10,33 +10,29 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
-from django.db.models import ExpressionWrapper, F
-from django.db.models.functions import Now
+from django.db import IntegrityError, models
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .db import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    DbNow,
+    db_now_plus,  # noqa: F401  (re-exported: callers import it with the models)
+    write_transaction,
+)
 from .exceptions import InvalidSchedule, JobStateError
 from .notify import wake_workers
+from .recurring import (  # noqa: F401  (the prefix is re-exported with the models)
+    RECURRING_KEY_PREFIX,
+    first_run,
+    owned_by_code,
+)
+from .schedules import get_timezone, parse_schedule
 from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
 
-RECURRING_KEY_PREFIX = "django_jobs:recurring:"
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
-
-
-class DbNow(Now):
-    """The database's clock in UTC, so hosts with skewed clocks agree on due times and locks."""
-
-    def as_mysql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        # CURRENT_TIMESTAMP is in the session's time zone; Django stores UTC.
-        return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)
-
-
-def db_now_plus(seconds: float) -> ExpressionWrapper:
-    """The database's clock plus `seconds`."""
-    return ExpressionWrapper(
-        DbNow() + timedelta(seconds=seconds), output_field=models.DateTimeField()
-    )
 
 
 def new_token() -> str:
@@ -88,7 +84,7 @@ class JobQuerySet(models.QuerySet["Job"]):
         if existing is not None:
             return existing, False
         try:
-            with transaction.atomic(using=db):
+            with write_transaction(db or "default"):
                 return _woken(self.create(unique_key=unique_key, **fields), fields), True
         except IntegrityError:
             # Another process created the same key between our look and our insert.
@@ -99,7 +95,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def create_jobs(self, jobs: list[Job], *, batch_size: int = 1000) -> list[Job]:
         """Insert many jobs (fields already validated) with one INSERT per batch."""
-        created = self.bulk_create(jobs, batch_size=batch_size)
+        created: list[Job] = self.bulk_create(jobs, batch_size=batch_size)  # type: ignore[arg-type,assignment]
         soonest = min((j.next_run_at for j in created if j.next_run_at is not None), default=None)
         if soonest is not None:
             wake_workers(self.db, {j.queue for j in created}, due_at=soonest)
@@ -158,6 +154,11 @@ class Job(models.Model):
         help_text=_("Import path of the exception class that failed the last run."),
     )
     last_traceback = models.TextField(_("last traceback"), blank=True)
+    note = models.TextField(
+        _("note"),
+        blank=True,
+        help_text=_("Why django_jobs itself changed this job, e.g. disabled at a sync."),
+    )
     progress = models.FloatField(_("progress"), null=True, blank=True)
     progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True)
@@ -194,6 +195,15 @@ class Job(models.Model):
             models.Index(
                 fields=["state", "enabled", "-priority", "next_run_at", "id"],
                 name="django_jobs_due_idx",
+            ),
+        ]
+        constraints = [
+            # The one value a user writes as a time: kept where every backend and Python
+            # itself can read it back, so no row can stop a worker or the admin.
+            models.CheckConstraint(
+                condition=models.Q(next_run_at__isnull=True)
+                | models.Q(next_run_at__gte=EARLIEST_TIME, next_run_at__lte=LATEST_TIME),
+                name="django_jobs_next_run_in_range",
             ),
         ]
 
@@ -307,25 +317,17 @@ class Job(models.Model):
 
     def change_schedule(self, expression: str, tz_name: str) -> Job:
         """Give a recurring job a new cron expression or interval and timezone."""
-        from .registry import registry
-        from .schedules import get_timezone, next_run, parse_schedule
-
         if not self.recurring:
             raise JobStateError(
                 f"Cannot change the schedule of job {self}: it is a one-off job; reschedule it "
                 "to a new time instead."
             )
-        parsed, tz = parse_schedule(expression), get_timezone(tz_name)
-        at = next_run(parsed, scheduled_at=None, now=timezone.now(), tz=tz)
+        parsed = parse_schedule(expression)
+        get_timezone(tz_name)
+        at = first_run(parsed, tz_name, timezone.now())
         # sync_recurring keeps an overridden schedule at the next worker start; setting the
         # schedule the code declares hands the row back to the code.
-        definition = registry.get(self.name)
-        from_code = (
-            definition is not None
-            and definition.schedule is not None
-            and definition.schedule.expression == parsed.expression
-            and definition.timezone == tz_name
-        )
+        from_code = owned_by_code(self.name, parsed.expression, tz_name)
         self._transition(
             "change_schedule",
             "change the schedule of",
@@ -359,7 +361,7 @@ class Job(models.Model):
 
     def cancel(self) -> None:
         """Delete a job that is waiting to run; a running job cannot be cancelled."""
-        with transaction.atomic(using=self._state.db):
+        with write_transaction(self._state.db or "default"):
             # Flip the state first: a worker's claim can no longer take the row once it is
             # cancelled, so the delete below never removes a job that started meanwhile.
             self._transition("cancel", "cancel", state=JobState.CANCELLED)
@@ -420,12 +422,35 @@ class JobRun(models.Model):
         return self.finished_at - self.started_at
 
 
-class WorkerQuerySet(models.QuerySet["Worker"]):
-    def alive(self, stale_after: float) -> WorkerQuerySet:
-        return self.filter(last_heartbeat_at__gte=db_now_plus(-stale_after))
+def new_run(job: Job, *, worker_id: str, lock_token: str, **fields: Any) -> JobRun:
+    """The one way a JobRun is built: the attempt `job` is on, by `worker_id` under a claim."""
+    fields.setdefault("outcome", RunOutcome.RUNNING)
+    return JobRun(
+        job_id=job.pk,
+        job_name=job.name,
+        attempt=job.attempts,
+        worker_id=worker_id,
+        lock_token=lock_token,
+        **fields,
+    )
 
-    def dead(self, stale_after: float) -> WorkerQuerySet:
-        return self.filter(last_heartbeat_at__lt=db_now_plus(-stale_after))
+
+def default_worker_expiry() -> datetime:
+    """For a row made by hand: alive for one default lock lifetime (workers set their own)."""
+    from .conf import settings
+
+    return timezone.now() + timedelta(seconds=settings.LOCK_LIFETIME)
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    """Each worker row carries its own expiry, set by its own heartbeat from its own lock
+    lifetime, so workers started with different settings judge each other alike."""
+
+    def alive(self) -> WorkerQuerySet:
+        return self.filter(expires_at__gte=DbNow())
+
+    def dead(self) -> WorkerQuerySet:
+        return self.filter(expires_at__lt=DbNow())
 
 
 class Worker(models.Model):
@@ -438,6 +463,12 @@ class Worker(models.Model):
     concurrency = models.PositiveIntegerField(_("concurrency"))
     started_at = models.DateTimeField(_("started at"), default=timezone.now)
     last_heartbeat_at = models.DateTimeField(_("last heartbeat at"), default=timezone.now)
+    expires_at = models.DateTimeField(
+        _("expires at"),
+        default=default_worker_expiry,
+        help_text=_("The worker is dead once this passes without a heartbeat (database clock)."),
+    )
+    lock_lifetime = models.FloatField(_("lock lifetime"), default=30.0)
 
     objects = WorkerQuerySet.as_manager()
 

@@ -87,6 +87,7 @@ def test_worker_list(admin_client: Client) -> None:
         pid=20,
         concurrency=1,
         last_heartbeat_at=timezone.now() - timedelta(hours=2),
+        expires_at=timezone.now() - timedelta(hours=2) + timedelta(seconds=30),  # its own expiry
     )
     make_job(state=JobState.RUNNING, locked_by="web-1:10:abc")
     response = admin_client.get(WORKERS)

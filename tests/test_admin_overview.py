@@ -124,7 +124,8 @@ def test_live_workers_with_heartbeat_age_and_jobs_in_progress(admin_client: Clie
         pid=200,
         queues=[],
         concurrency=1,
-        last_heartbeat_at=timezone.now() - timedelta(hours=1),  # stale: not listed
+        last_heartbeat_at=timezone.now() - timedelta(hours=1),
+        expires_at=timezone.now() - timedelta(minutes=59),  # its own expiry passed: not listed
     )
     make_job(state=JobState.RUNNING, locked_by="web-1:100:aaa")
     make_job(state=JobState.RUNNING, locked_by="web-1:100:aaa")

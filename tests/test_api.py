@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from django_jobs import cancel, job, now, schedule, schedule_many
-from django_jobs.claiming import Failure, claim, finish
+from django_jobs.claiming import Failure, finish
 from django_jobs.exceptions import (
     InvalidJobData,
     InvalidJobDefinition,
@@ -28,6 +28,7 @@ from django_jobs.registry import registry
 pytestmark = pytest.mark.django_db
 
 CUSTOM = "api-custom"
+from tests.claiming_support import claim_jobs
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def custom_job() -> Iterator[str]:
 
 
 def claim_all(worker_id: str = "api-worker") -> list[Job]:
-    return claim(worker_id=worker_id, queues=None, limit=100, lock_lifetime=30)
+    return claim_jobs(worker_id)
 
 
 # "when"

@@ -13,13 +13,11 @@ from django.utils import timezone
 from django_jobs import now, schedule
 from django_jobs.claiming import (
     Failure,
-    claim,
     claims,
     extend_locks,
     finish,
     recover_stale,
     release,
-    start_run,
 )
 from django_jobs.models import (
     RECURRING_KEY_PREFIX,
@@ -31,20 +29,8 @@ from django_jobs.models import (
     db_now_plus,
 )
 from django_jobs.worker import Worker
+from tests.claiming_support import LOCK, claim_jobs
 from tests.testapp.models import Execution
-
-LOCK = 30.0  # seconds
-
-
-def claim_jobs(worker_id: str = "w1", limit: int = 100, **options) -> list[Job]:
-    return claim(
-        worker_id=worker_id,
-        queues=options.pop("queues", None),
-        limit=limit,
-        lock_lifetime=options.pop("lock_lifetime", LOCK),
-        **options,
-    )
-
 
 def due(name: str = "record", seconds_ago: float = 1, **options) -> Job:
     """A job already due by the database's clock (SQLite's clock has millisecond resolution)."""
@@ -281,12 +267,12 @@ def test_extend_locks_pushes_the_expiry_back():
 def test_an_owner_that_lost_its_lock_writes_nothing():
     job = due("sleep")  # max_attempts=3, so recovery hands it out again
     (old,) = claim_jobs("old")
-    old_run = start_run(old, "old")
+    old_run = old.run
     expire(old)
     assert recover_stale() == 1
     (new,) = claim_jobs("new")
     assert new.pk == job.pk and new.lock_token != old.lock_token
-    new_run = start_run(new, "new")
+    new_run = new.run
     assert new.set_progress(0.5, "half way")
 
     def snapshot():
@@ -332,7 +318,7 @@ def test_an_owner_that_lost_its_lock_writes_nothing():
 def test_recover_stale_records_an_orphaned_run_and_retries():
     job = due("sleep")
     (claimed,) = claim_jobs("dead-worker")
-    run = start_run(claimed, "dead-worker")
+    run = claimed.run
     expire(claimed)
 
     assert recover_stale() == 1
@@ -351,14 +337,14 @@ def test_recover_stale_records_an_orphaned_run_and_retries():
     # Due at once: the next claim is attempt 2.
     (again,) = claim_jobs("rescuer")
     assert again.attempts == 2
-    assert start_run(again, "rescuer").attempt == 2
+    assert again.run.attempt == 2
 
 
 @pytest.mark.django_db
 def test_recover_stale_fails_the_job_when_attempts_are_exhausted():
     job = due("record", unique_key="only-once")  # max_attempts=1
     (claimed,) = claim_jobs("dead-worker")
-    start_run(claimed, "dead-worker")
+    claimed.run
     expire(claimed)
     assert recover_stale() == 1
     job.refresh_from_db()
@@ -399,7 +385,7 @@ def test_recover_stale_leaves_live_locks_alone():
 def test_release_hands_the_job_back_without_counting_the_attempt():
     job = due("sleep")
     (claimed,) = claim_jobs("stopping")
-    run = start_run(claimed, "stopping")
+    run = claimed.run
     assert release(claimed, run, reason="worker stopping")
     job.refresh_from_db()
     assert job.state == JobState.SCHEDULED
@@ -417,7 +403,7 @@ def test_release_hands_the_job_back_without_counting_the_attempt():
 def test_finish_success_of_a_one_off_job():
     job = due("sleep", unique_key="k")
     (claimed,) = claim_jobs()
-    run = start_run(claimed, "w1")
+    run = claimed.run
     assert finish(claimed, run, result={"n": 3})
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED
@@ -433,8 +419,8 @@ def test_finish_success_of_a_one_off_job():
 def test_finish_failure_retries_after_the_delay_while_attempts_remain():
     job = due("sleep")  # max_attempts=3
     (claimed,) = claim_jobs()
-    run = start_run(claimed, "w1")
-    before = timezone.now()
+    run = claimed.run
+    before = db_time()  # the retry's due time comes from the database's clock
     assert finish(
         claimed, run, failure=Failure("Boom: no", "Traceback..."), retry_delay=timedelta(minutes=5)
     )
@@ -468,7 +454,7 @@ def test_finish_of_a_recurring_job_schedules_the_next_slot():
     slot = top_of_hour(timezone.now())
     job = recurring("0 * * * *", slot)
     (claimed,) = claim_jobs()
-    assert finish(claimed, start_run(claimed, "w1"), result="ok")
+    assert finish(claimed, claimed.run, result="ok")
     job.refresh_from_db()
     assert job.state == JobState.SCHEDULED
     assert job.next_run_at == slot + timedelta(hours=1)
@@ -501,7 +487,7 @@ def test_a_recurring_retry_never_passes_the_next_slot():
 
     Job.objects.filter(pk=job.pk).update(next_run_at=slot)
     (claimed,) = claim_jobs()
-    before = timezone.now()
+    before = db_time()
     assert finish(claimed, None, failure=Failure("x"), retry_delay=timedelta(seconds=2))
     job.refresh_from_db()
     assert before + timedelta(seconds=2) <= job.next_run_at <= timezone.now() + timedelta(seconds=2)

@@ -8,17 +8,18 @@ import pytest
 from django.utils import timezone
 
 from django_jobs import schedule
-from django_jobs.claiming import Failure, claim, finish, recover_stale, start_run
+from django_jobs.claiming import Failure, finish, recover_stale
 from django_jobs.exceptions import InvalidSchedule, JobsError, JobStateError
 from django_jobs.models import RECURRING_KEY_PREFIX, Job, JobRun, JobState, db_now_plus
 
 pytestmark = pytest.mark.django_db
 
 LATER = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
+from tests.claiming_support import claim_jobs
 
 
 def claim_all(worker_id: str = "w1") -> list[Job]:
-    return claim(worker_id=worker_id, queues=None, limit=100, lock_lifetime=30)
+    return claim_jobs(worker_id)
 
 
 def running(name: str = "sleep") -> Job:
@@ -304,5 +305,4 @@ def test_querysets_by_state():
     assert set(Job.objects.pending()) == {waiting, busy, rec}
     assert not Job.objects.due().exists()
     assert not Job.objects.stale().exists()
-    start_run(busy, "w1")
     assert busy.runs.count() == 1

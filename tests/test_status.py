@@ -34,6 +34,8 @@ def worker_row(worker_id: str, *, age: float = 1, hostname: str = "web-1") -> Wo
         queues=[],
         concurrency=4,
         last_heartbeat_at=timezone.now() - timedelta(seconds=age),
+        # Its own expiry, as a worker with a 30-second lock lifetime sets it.
+        expires_at=timezone.now() - timedelta(seconds=age - 30),
     )
 
 

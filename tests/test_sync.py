@@ -10,11 +10,12 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from django_jobs.claiming import Failure, claim, finish
+from django_jobs.claiming import Failure, finish
 from django_jobs.models import RECURRING_KEY_PREFIX, Job, JobState
 from django_jobs.registry import JobDefinition, Registry, registry
 from django_jobs.schedules import parse_schedule
 from django_jobs.sync import recurring_key, sync_recurring
+from tests.claiming_support import claim_jobs
 
 
 def noop(j):
@@ -37,7 +38,7 @@ def first_slot(expression: str, tz: str, after: datetime) -> datetime:
 
 
 def claim_all() -> list[Job]:
-    return claim(worker_id="w1", queues=None, limit=100, lock_lifetime=30)
+    return claim_jobs("w1")
 
 
 HOURLY = ("hourly", "0 * * * *", "UTC")

@@ -12,17 +12,17 @@ sql.py holds the raw SQL helpers they share.
 """
 
 from ..notify import wake_workers
-from .claims import CLAIM_ORDER, claim, claim_and_start, claimable, start_run
-from .outcomes import Failure, Outcome, finish, finish_many, next_slot, release
+from .claims import CLAIM_ORDER, claim_and_start, claimable
+from .outcomes import Failure, Outcome, class_path, finish, finish_many, next_slot, release
 from .recovery import delete_dead_workers, extend_locks, heartbeat, recover_stale
 
 __all__ = [
     "CLAIM_ORDER",
     "Failure",
     "Outcome",
-    "claim",
     "claim_and_start",
     "claimable",
+    "class_path",
     "delete_dead_workers",
     "extend_locks",
     "finish",
@@ -31,6 +31,5 @@ __all__ = [
     "next_slot",
     "recover_stale",
     "release",
-    "start_run",
     "wake_workers",
 ]

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Unpack
 
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import F
 
-from ..models import DbNow, Job, JobQuerySet, JobRun, JobState, RunOutcome, db_now_plus, new_token
+from ..db import EARLIEST_TIME, DbNow, db_now_plus, write_transaction
+from ..models import Job, JobQuerySet, JobRun, JobState, RunOutcome, new_run, new_token
 from .sql import column_name, quoted_columns, row_reader
 
 logger = logging.getLogger(__name__)
@@ -32,20 +33,47 @@ def claimable(
     return qs.order_by(*CLAIM_ORDER)
 
 
+@dataclass(frozen=True)
+class Sql:
+    """A piece of SQL in the SET list of a raw claim statement, with its own parameters."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
 def _lock_fields(
-    request: _ClaimRequest, *, now: Any, locked_until: Any, attempts: Any = None
+    request: _ClaimRequest, *, now: Any, locked_until: Any, attempts: Any
 ) -> dict[str, Any]:
-    """The fields a claim writes on each job row (`attempts` too, when it is an expression)."""
-    fields: dict[str, Any] = {
-        "state": JobState.RUNNING,
+    """The one SET list of a claim: what it writes on each job row.
+
+    The ORM claims pass expressions (DbNow(), F("attempts") + 1); the raw statements pass
+    Sql pieces, rendered by _assignments(). Plain values are parameters in both.
+    """
+    return {
+        "state": JobState.RUNNING.value,
         "locked_by": request.worker_id,
         "lock_token": request.token,
         "locked_until": locked_until,
+        "attempts": attempts,
+        "last_started_at": now,
+        "progress": None,
+        "progress_message": "",
+        "updated_at": now,
     }
-    if attempts is not None:
-        fields["attempts"] = attempts
-    fields.update(last_started_at=now, progress=None, progress_message="", updated_at=now)
-    return fields
+
+
+def _assignments(c: dict[str, str], fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The SET list of a raw statement from _lock_fields(), and its parameters."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for name, value in fields.items():
+        if isinstance(value, Sql):
+            parts.append(f"{c[name]} = {value.sql}")
+            params += value.params
+        else:
+            parts.append(f"{c[name]} = %s")
+            params.append(value)
+    return ", ".join(parts), params
 
 
 class ClaimOptions(TypedDict):
@@ -59,18 +87,16 @@ class ClaimOptions(TypedDict):
     using: NotRequired[str]
 
 
-def claim(**options: Unpack[ClaimOptions]) -> list[Job]:
-    """Lock up to `limit` due jobs for this worker, highest priority then earliest due first."""
-    return [job for job, _ in _claim(start_runs=False, **options)]
-
-
 def claim_and_start(**options: Unpack[ClaimOptions]) -> list[tuple[Job, JobRun]]:
-    """Claim like claim() and record each attempt's JobRun in the same transaction.
+    """Lock up to `limit` due jobs for this worker, highest priority then earliest due first,
+    and record each attempt's JobRun in the same transaction.
 
     On PostgreSQL both happen in one statement (one round trip); a claim whose answer is lost
     (a dropped connection) leaves nothing behind but locks that expire and are recovered.
+    A claimed row whose values cannot be decoded comes back with `job.decode_error` set, so
+    the worker fails that job with the reason instead of losing the batch.
     """
-    return _claim(start_runs=True, **options)  # type: ignore[return-value]
+    return _claim(**options)
 
 
 @dataclass(frozen=True)
@@ -82,19 +108,17 @@ class _ClaimRequest:
     limit: int
     lock_lifetime: float
     using: str
-    start_runs: bool
 
 
 def _claim(
     *,
-    start_runs: bool,
     worker_id: str,
     queues: Sequence[str] | None,
     limit: int,
     lock_lifetime: float,
     exclude_names: Iterable[str] = (),
     using: str = "default",
-) -> list[tuple[Job, JobRun | None]]:
+) -> list[tuple[Job, JobRun]]:
     if limit <= 0:
         return []
     request = _ClaimRequest(
@@ -105,7 +129,6 @@ def _claim(
         limit=limit,
         lock_lifetime=float(lock_lifetime),
         using=using,
-        start_runs=start_runs,
     )
     claimed = claim_strategy(connections[using])(request)
     if claimed:
@@ -113,7 +136,7 @@ def _claim(
     return claimed
 
 
-def claim_strategy(connection: Any) -> Callable[[_ClaimRequest], list[tuple[Job, JobRun | None]]]:
+def claim_strategy(connection: Any) -> Callable[[_ClaimRequest], list[tuple[Job, JobRun]]]:
     """The claim this database does best; the ORM-only compare-and-set serves the rest."""
     if connection.vendor == "postgresql":
         return _claim_postgresql
@@ -142,16 +165,15 @@ def _claimable_params(request: _ClaimRequest) -> list[Any]:
     return [JobState.SCHEDULED.value, True, *request.queues, *request.exclude]
 
 
-def _new_run(job: Job, request: _ClaimRequest, **fields: Any) -> JobRun:
-    return JobRun(
-        job=job,
-        job_name=job.name,
-        attempt=job.attempts,
-        outcome=RunOutcome.RUNNING,
+def _new_run(job: Job, request: _ClaimRequest) -> JobRun:
+    run = new_run(
+        job,
         worker_id=request.worker_id,
         lock_token=request.token,
-        **fields,
+        started_at=job.last_started_at,  # the claim's time, by the database's clock
     )
+    run.job = job
+    return run
 
 
 def _run_builder(request: _ClaimRequest) -> Callable[[Job, int, datetime], JobRun]:
@@ -179,18 +201,14 @@ def _run_builder(request: _ClaimRequest) -> Callable[[Job, int, datetime], JobRu
     return build
 
 
-def _lock_assignments(c: dict[str, str], *, now: str, until: str, attempts: str) -> str:
-    """The SET list of a raw claim statement (_lock_fields() in SQL); _lock_params() fill it."""
-    return (
-        f"{c['state']} = %s, {c['locked_by']} = %s, {c['lock_token']} = %s, "
-        f"{c['locked_until']} = {until}, {c['attempts']} = {attempts} + 1, "
-        f"{c['last_started_at']} = {now}, {c['progress']} = NULL, "
-        f"{c['progress_message']} = '', {c['updated_at']} = {now}"
+def _pg_lock_fields(request: _ClaimRequest, c: dict[str, str]) -> dict[str, Any]:
+    now = "STATEMENT_TIMESTAMP()"
+    return _lock_fields(
+        request,
+        now=Sql(now),
+        locked_until=Sql(f"{now} + %s * INTERVAL '1 second'", (request.lock_lifetime,)),
+        attempts=Sql(f"j.{c['attempts']} + 1"),
     )
-
-
-def _lock_params(request: _ClaimRequest, until: Any) -> list[Any]:
-    return [JobState.RUNNING.value, request.worker_id, request.token, until]
 
 
 def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str, list[Any]]:
@@ -202,9 +220,7 @@ def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str,
     where, order, _ = _claimable_sql(connection, request, now)
     job_fields = Job._meta.concrete_fields
     returning = ", ".join(f"j.{qn(f.column)}" for f in job_fields)
-    assignments = _lock_assignments(
-        c, now=now, until=f"{now} + %s * INTERVAL '1 second'", attempts=f"j.{c['attempts']}"
-    )
+    assignments, _ = _assignments(c, _pg_lock_fields(request, c))
     # ANY(ARRAY(...)) runs the locking subquery once, whatever plan the UPDATE gets.
     sql = (
         f"WITH claimed AS (UPDATE {job_table} AS j SET {assignments} "
@@ -213,53 +229,48 @@ def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str,
     )
     selected = ", ".join(f"c.{qn(f.column)}" for f in job_fields)
     run_fields = []
-    if request.start_runs:
-        r = quoted_columns(JobRun, connection)
-        from_claim = {
-            "job": f"c.{c['id']}",
-            "job_name": f"c.{c['name']}",
-            "attempt": f"c.{c['attempts']}",
-            "lock_token": f"c.{c['lock_token']}",
-            "started_at": now,
-        }
-        columns, values = [], []
-        for f in JobRun._meta.concrete_fields:
-            if f.primary_key:
-                continue
-            columns.append(qn(f.column))
-            if f.name in from_claim:
-                values.append(from_claim[f.name])
-            else:
-                values.append("%s")
-                run_fields.append(f)
-        sql += (
-            f", runs AS (INSERT INTO {qn(JobRun._meta.db_table)} ({', '.join(columns)}) "
-            f"SELECT {', '.join(values)} FROM claimed AS c "
-            f"RETURNING {r['id']}, {r['job']}, {r['started_at']}) "
-            f"SELECT {selected}, r.{r['id']}, r.{r['started_at']} FROM claimed AS c "
-            f"JOIN runs AS r ON r.{r['job']} = c.{c['id']}"
-        )
-    else:
-        sql += f" SELECT {selected} FROM claimed AS c"
-    sql += f" ORDER BY c.{c['priority']} DESC, c.{c['next_run_at']}, c.{c['id']}"
+    r = quoted_columns(JobRun, connection)
+    from_claim = {
+        "job": f"c.{c['id']}",
+        "job_name": f"c.{c['name']}",
+        "attempt": f"c.{c['attempts']}",
+        "lock_token": f"c.{c['lock_token']}",
+        "started_at": now,
+    }
+    columns, values = [], []
+    for f in JobRun._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        columns.append(qn(f.column))
+        if f.name in from_claim:
+            values.append(from_claim[f.name])
+        else:
+            values.append("%s")
+            run_fields.append(f)
+    sql += (
+        f", runs AS (INSERT INTO {qn(JobRun._meta.db_table)} ({', '.join(columns)}) "
+        f"SELECT {', '.join(values)} FROM claimed AS c "
+        f"RETURNING {r['id']}, {r['job']}, {r['started_at']}) "
+        f"SELECT {selected}, r.{r['id']}, r.{r['started_at']} FROM claimed AS c "
+        f"JOIN runs AS r ON r.{r['job']} = c.{c['id']}"
+        f" ORDER BY c.{c['priority']} DESC, c.{c['next_run_at']}, c.{c['id']}"
+    )
     return sql, run_fields
 
 
-_PG_CLAIMS: dict[tuple[int, int, bool], tuple[str, list[Any]]] = {}
+_PG_CLAIMS: dict[tuple[int, int], tuple[str, list[Any]]] = {}
 
 
-def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]:
+def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """One statement: lock with SKIP LOCKED, update, insert the runs, return everything."""
     connection = connections[request.using]
-    key = (len(request.queues), len(request.exclude), request.start_runs)
+    key = (len(request.queues), len(request.exclude))
     if key not in _PG_CLAIMS:
         _PG_CLAIMS[key] = _postgresql_claim_sql(connection, request)
     sql, run_fields = _PG_CLAIMS[key]
-    params: list[Any] = [
-        *_lock_params(request, request.lock_lifetime),
-        *_claimable_params(request),
-        request.limit,
-    ]
+    c = quoted_columns(Job, connection)
+    _, set_params = _assignments(c, _pg_lock_fields(request, c))
+    params: list[Any] = [*set_params, *_claimable_params(request), request.limit]
     given = {"outcome": RunOutcome.RUNNING.value, "worker_id": request.worker_id}
     for f in run_fields:
         # Fields added later get their model default, as the ORM would insert it.
@@ -269,17 +280,17 @@ def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    claimed: list[tuple[Job, JobRun | None]] = []
+    claimed: list[tuple[Job, JobRun]] = []
     width = len(job_fields)
     read = row_reader(Job, connection, request.using)
-    build = _run_builder(request) if request.start_runs else None
+    build = _run_builder(request)
     for row in rows:
         job = read(row[:width])
-        claimed.append((job, build(job, row[width], row[width + 1]) if build else None))
+        claimed.append((job, build(job, row[width], row[width + 1])))
     return claimed
 
 
-def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]:
+def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """UPDATE ... RETURNING: the write lock is held from the first row read to the last written."""
     connection = connections[request.using]
     qn = connection.ops.quote_name
@@ -287,7 +298,6 @@ def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]:
     job_table = qn(Job._meta.db_table)
     # Django's Now() on SQLite; "%%" because parameters follow.
     now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
-    until = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)"
     where, order, where_params = _claimable_sql(connection, request, now)
     # SQLite looks for due rows through the claim index, priority first, and would read every
     # future row when nothing is due. This cheap test, in due-time order, stops at the first
@@ -299,65 +309,62 @@ def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]:
         f"WHERE {c['next_run_at']} <= {now} AND {c['state']} = %s AND {c['enabled']} = %s)"
     )
     job_fields = Job._meta.concrete_fields
-    assignments = _lock_assignments(c, now=now, until=until, attempts=c["attempts"])
+    assignments, set_params = _assignments(
+        c,
+        _lock_fields(
+            request,
+            now=Sql(now),
+            locked_until=Sql(
+                "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)",
+                (f"+{request.lock_lifetime} seconds",),
+            ),
+            attempts=Sql(f"{c['attempts']} + 1"),
+        ),
+    )
     sql = (
         f"UPDATE {job_table} SET {assignments} "
         f"WHERE {c['id']} IN (SELECT {c['id']} FROM {job_table} WHERE {where} "
         f"ORDER BY {order} LIMIT (CASE WHEN {anything_due} THEN %s ELSE 0 END)) "
         f"RETURNING {', '.join(qn(column_name(f)) for f in job_fields)}"
     )
-    params = [
-        *_lock_params(request, f"+{request.lock_lifetime} seconds"),
-        *where_params,
-        JobState.SCHEDULED.value,
-        True,
-        request.limit,
-    ]
-    with transaction.atomic(using=request.using):
+    params = [*set_params, *where_params, JobState.SCHEDULED.value, True, request.limit]
+    with write_transaction(request.using):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         read = row_reader(Job, connection, request.using)
-        jobs = [read(row) for row in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.next_run_at, j.pk))
-        return _with_runs(jobs, request)
+        return _with_runs(_in_claim_order([read(row) for row in rows]), request)
 
 
-def _claim_locking(request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]:
+def _claim_locking(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE, in one short transaction."""
     using = request.using
-    attnames = [f.attname for f in Job._meta.concrete_fields]
     candidates = claimable(using, request.queues, request.exclude).select_for_update(
         skip_locked=True
     )
     # All selected rows stay locked until commit, so keep this transaction short.
-    with transaction.atomic(using=using):
+    with write_transaction(using):
         rows = list(
-            candidates.annotate(claim_now=DbNow()).values_list(*attnames, "claim_now")[
-                : request.limit
-            ]
+            candidates.annotate(claim_now=DbNow()).values_list("pk", "claim_now")[: request.limit]
         )
         if not rows:
             return []
         db_now = rows[0][-1]
-        locked_until = db_now + timedelta(seconds=request.lock_lifetime)
-        fields = _lock_fields(request, now=db_now, locked_until=locked_until)
-        jobs = [Job.from_db(using, attnames, row[:-1]) for row in rows]
-        Job.objects.using(using).filter(pk__in=[j.pk for j in jobs]).update(
-            attempts=F("attempts") + 1, **fields
+        fields = _lock_fields(
+            request,
+            now=db_now,
+            locked_until=db_now + timedelta(seconds=request.lock_lifetime),
+            attempts=F("attempts") + 1,
         )
-        for job in jobs:
-            for name, value in fields.items():
-                setattr(job, name, value)
-            job.attempts += 1
-        return _with_runs(jobs, request)
+        Job.objects.using(using).filter(pk__in=[pk for pk, _ in rows]).update(**fields)
+        return _with_runs(_read_claimed(request), request)
 
 
-def _claim_compare_and_set(request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]:
+def _claim_compare_and_set(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """The ORM-only claim (old SQLite, later MongoDB): an UPDATE that repeats the condition."""
     using = request.using
     candidates = claimable(using, request.queues, request.exclude)
-    with transaction.atomic(using=using):
+    with write_transaction(using):
         ids = list(candidates.values_list("pk", flat=True)[: request.limit])
         if not ids:
             return []
@@ -378,14 +385,30 @@ def _claim_compare_and_set(request: _ClaimRequest) -> list[tuple[Job, JobRun | N
         )
         if not touched:
             return []
-        mine = Job.objects.using(using).filter(lock_token=request.token)
-        return _with_runs(list(mine.order_by(*CLAIM_ORDER)), request)
+        return _with_runs(_read_claimed(request), request)
 
 
-def _with_runs(jobs: list[Job], request: _ClaimRequest) -> list[tuple[Job, JobRun | None]]:
+def _read_claimed(request: _ClaimRequest) -> list[Job]:
+    """The rows this claim locked, read through the reader that survives undecodable values."""
+    connection = connections[request.using]
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(column_name(f)) for f in Job._meta.concrete_fields)
+    table, token = qn(Job._meta.db_table), quoted_columns(Job, connection)["lock_token"]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {table} WHERE {token} = %s", [request.token])
+        rows = cursor.fetchall()
+    read = row_reader(Job, connection, request.using)
+    return _in_claim_order([read(row) for row in rows])
+
+
+def _in_claim_order(jobs: list[Job]) -> list[Job]:
+    return sorted(jobs, key=lambda j: (-j.priority, j.next_run_at or EARLIEST_TIME, j.pk))
+
+
+def _with_runs(jobs: list[Job], request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """Insert the JobRun rows of a claimed batch with one INSERT, in the claim's transaction."""
-    if not request.start_runs or not jobs:
-        return [(job, None) for job in jobs]
+    if not jobs:
+        return []
     using = request.using
     runs = JobRun.objects.using(using).bulk_create([_new_run(job, request) for job in jobs])
     if any(run.pk is None for run in runs):
@@ -397,14 +420,3 @@ def _with_runs(jobs: list[Job], request: _ClaimRequest) -> list[tuple[Job, JobRu
             run.pk = ids[run.job_id]  # type: ignore[index]
             run._state.adding, run._state.db = False, using
     return list(zip(jobs, runs, strict=True))
-
-
-def start_run(job: Job, worker_id: str) -> JobRun:
-    """Record the attempt that is starting now."""
-    return JobRun.objects.using(job._state.db).create(
-        job=job,
-        job_name=job.name,
-        attempt=job.attempts,
-        worker_id=worker_id,
-        lock_token=job.lock_token or "",
-    )

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import F, Model, Q
-from django.utils import timezone
 
+from ..db import DbNow, write_transaction
 from ..models import Job, JobRun, JobState, RunOutcome
 from ..notify import wake_workers
-from ..schedules import get_timezone, next_run, parse_schedule
-from .sql import concrete_field, qualified_column, unnest_update, update_each
+from ..recurring import next_slot
+from .sql import concrete_field, database_now, qualified_column, unnest_update, update_each
 
 logger = logging.getLogger(__name__)
-
-
-def next_slot(job: Job, now: datetime) -> datetime:
-    """The next run of a recurring job after the run that was due at its next_run_at."""
-    return next_run(
-        parse_schedule(job.schedule),
-        scheduled_at=job.next_run_at,
-        now=now,
-        tz=get_timezone(job.timezone),
-    )
 
 
 def _unlocked_fields(now: datetime, *, finished: bool) -> dict[str, Any]:
@@ -94,12 +84,20 @@ class Outcome:
     failure: Failure | None = None
     result: Any = None
     retry_delay: Any = None  # a timedelta: retry after it, within the job's attempts
-    finished_at: datetime = field(default_factory=timezone.now)
+    # When the run ended, by the database's clock: the worker derives it from the claim's
+    # database time plus the run's monotonic duration; None: read from the database.
+    finished_at: datetime | None = None
+
+
+def class_path(exc: BaseException) -> str:
+    """The import path of an exception's class, as Django's tasks framework records it."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
 
 
 def _outcome_fields(outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fields to write on the job row and on its run row."""
     job, failure, now = outcome.job, outcome.failure, outcome.finished_at
+    assert now is not None  # finish_many() fills it in
     if failure is None:
         fields = finished_fields(job, succeeded=True, now=now)
         fields.update(
@@ -167,6 +165,11 @@ def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[boo
     """
     if not outcomes:
         return []
+    if any(o.finished_at is None for o in outcomes):
+        now = database_now(using)
+        for o in outcomes:
+            if o.finished_at is None:
+                o.finished_at = now
     _refresh_schedules(outcomes, using)
     planned = [(o, *_outcome_fields(o)) for o in outcomes]
     groups: dict[tuple[str, ...], list[int]] = {}
@@ -179,7 +182,7 @@ def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[boo
         _show_written(planned, written)
         return written
     written = [True] * len(outcomes)
-    with transaction.atomic(using=using):
+    with write_transaction(using):
         for indexes in groups.values():
             rows = _job_rows(planned, indexes)
             where = {"id": None, "lock_token": None, "state": JobState.RUNNING.value}
@@ -279,8 +282,7 @@ def release(job: Job, run: JobRun | None, *, reason: str, discard_run: bool = Fa
     more jobs of one name than its concurrency allows).
     """
     using = job._state.db or "default"
-    now = timezone.now()
-    with transaction.atomic(using=using):
+    with write_transaction(using):
         touched = (
             Job.objects.using(using)
             .filter(pk=job.pk, lock_token=job.lock_token, state=JobState.RUNNING)
@@ -290,14 +292,14 @@ def release(job: Job, run: JobRun | None, *, reason: str, discard_run: bool = Fa
                 lock_token=None,
                 locked_until=None,
                 attempts=F("attempts") - 1,
-                updated_at=now,
+                updated_at=DbNow(),
             )
         )
         if run is not None and discard_run:
             JobRun.objects.using(using).filter(pk=run.pk, outcome=RunOutcome.RUNNING).delete()
         elif run is not None:
             JobRun.objects.using(using).filter(pk=run.pk, outcome=RunOutcome.RUNNING).update(
-                outcome=RunOutcome.INTERRUPTED, finished_at=now, error=reason
+                outcome=RunOutcome.INTERRUPTED, finished_at=DbNow(), error=reason
             )
         if touched:
             wake_workers(using, [job.queue])  # another worker takes it at once

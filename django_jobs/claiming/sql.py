@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.db import connections
@@ -58,15 +58,43 @@ def row_reader(model: type[M], connection: Any, using: str) -> Callable[[Sequenc
 
     def read(values: Sequence[Any]) -> M:
         converted = list(values)
+        problems = []
         for number, col, found in converters:
             value = converted[number]
-            for converter in found:
-                value = converter(value, col, connection)
+            try:
+                for converter in found:
+                    value = converter(value, col, connection)
+            except Exception as exc:  # RecursionError from deep JSON, a bad date, ...
+                # One row a worker cannot decode must not cost it the batch, nor the lock of
+                # the others: the row comes back with the reason, to be failed on its own.
+                problems.append(f"{attnames[number]}: {type(exc).__name__}: {str(exc)[:200]}")
+                value = None
             converted[number] = value
-        return model.from_db(using, attnames, converted)
+        instance = model.from_db(using, attnames, converted)
+        if problems:
+            instance.decode_error = "; ".join(problems)  # type: ignore[attr-defined]
+        return instance
 
     cached[model] = read
     return read
+
+
+_NOW_SQL = {
+    "postgresql": "SELECT STATEMENT_TIMESTAMP()",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "sqlite": "SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')",
+}
+
+
+def database_now(using: str) -> datetime:
+    """The database's clock now, as an aware UTC datetime (one round trip)."""
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(_NOW_SQL[connection.vendor])
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def qualified_column(model: type[Model], name: str, connection: Any) -> str:

@@ -32,7 +32,7 @@ class Command(BaseCommand):
             default=None,
             help=(
                 "Seconds since its last heartbeat for a worker to count as live (default: "
-                f"STALE_WORKER_AFTER, now {settings.stale_worker_after:g})."
+                "each worker's own expiry, its lock lifetime or STALE_WORKER_AFTER)."
             ),
         )
         parser.add_argument(
@@ -67,7 +67,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         hostname = socket.gethostname() if options["this_host"] else options["hostname"]
-        max_age = options["max_heartbeat_age"] or settings.stale_worker_after
+        max_age = options["max_heartbeat_age"]
         try:
             health = check_health(
                 max_heartbeat_age=max_age,
@@ -83,7 +83,11 @@ class Command(BaseCommand):
         where = f" on {hostname}" if hostname else ""
         self.stdout.write(
             f"Workers{where}: {len(health.live_workers)} live, {health.stale_workers} stale "
-            f"(live: a heartbeat less than {max_age:g}s old)."
+            + (
+                "(live: a heartbeat that has not expired)."
+                if max_age is None
+                else f"(live: a heartbeat less than {max_age:g}s old)."
+            )
         )
         for worker in health.live_workers:
             age = (now - worker.last_heartbeat_at).total_seconds()

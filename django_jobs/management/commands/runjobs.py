@@ -11,7 +11,7 @@ from django_jobs.conf import settings
 from django_jobs.exceptions import InvalidJobDefinition
 from django_jobs.management.options import positive_int, seconds, seconds_or_zero
 from django_jobs.registry import check_queue
-from django_jobs.worker import Worker
+from django_jobs.worker import Worker, early_stop
 
 
 def _processes(text: str) -> int | str:
@@ -35,6 +35,12 @@ CHECKED_OPTIONS = {
 
 class Command(BaseCommand):
     help = "Run a django_jobs worker: claim due jobs and run them until stopped."
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # Before the system checks, which take a moment: a SIGTERM from now on stops the
+        # worker cleanly (exit 0) instead of killing it half-started.
+        early_stop.install()
+        super().run_from_argv(argv)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -117,6 +123,8 @@ class Command(BaseCommand):
             "lock_lifetime": options["lock_lifetime"],
             "grace_period": options["grace_period"],
         }
+        if early_stop.requested():
+            return  # stopped while starting: nothing was claimed, nothing to hand back
         processes = options["processes"]
         if processes is not None:
             from django_jobs.cluster import Supervisor, cpu_count

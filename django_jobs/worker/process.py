@@ -1,98 +1,63 @@
-"""The worker: a claim loop, a pool of threads running jobs, a heartbeat, and a graceful stop."""
+"""The Worker: a claim loop, a pool of threads running jobs, a heartbeat, and a graceful stop.
+
+Running one job is executor.py's; writing ended runs in batches is outbox.py's. Every time
+the worker writes is the database's (see django_jobs.db), and no exception, in the claim
+loop or the heartbeat, ends either: each is logged and retried after a back-off.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync
-from django.db import (
-    DatabaseError,
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connections,
-)
+from django.db import DatabaseError, connections
 from django.dispatch import Signal
-from django.utils import timezone
 
-from . import claiming, notify
-from .api import check_json
-from .conf import settings
-from .exceptions import UnknownJob
-from .models import Job, JobRun
-from .models import Worker as WorkerRecord
-from .registry import JobDefinition, registry
-from .signals import job_failed, job_started, job_succeeded
-from .sync import sync_recurring
+from .. import claiming, notify
+from ..conf import settings
+from ..db import DbNow, db_now_plus
+from ..models import Job
+from ..models import Worker as WorkerRecord
+from ..registry import registry
+from ..sync import sync_recurring
+from . import early_stop
+from .executor import Running, execute
+from .outbox import Outbox
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("django_jobs.worker")
 
-DB_ERROR_BACKOFF_MAX = 30.0  # seconds between attempts to reach a database that is down
+ERROR_BACKOFF_MAX = 30.0  # seconds between attempts after repeated errors (database down)
 HAND_OFF_PAUSE = 0.0001  # seconds the claim loop yields after handing jobs to the pool
 RETENTION_EVERY = 3600.0  # seconds between two purges of old history by one worker
 # SQLite's clock ('now') has millisecond resolution: a job due at 10:00:00.1234 is not due by
 # it until 10:00:00.124, so a worker that woke at its due time would find nothing to claim.
 DB_CLOCK_RESOLUTION = 0.001  # seconds
+# The heartbeat beats this many times within the shortest lock the worker holds, so one late
+# or failed beat never lets a lock lapse while its job runs.
+BEATS_PER_LOCK = 3
+
+T = TypeVar("T")
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def class_path(exc: BaseException) -> str:
-    """The import path of an exception's class, as Django's tasks framework records it."""
-    return f"{type(exc).__module__}.{type(exc).__qualname__}"
-
-
-def resolve(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:
-    """The code a row may run: only a registered definition (or a tasks-framework task)."""
-    if job.task_backend:
-        from .backend import resolve_task
-
-        return resolve_task(job)
-    definition = registry.get(job.name)
-    if definition is None:
-        raise UnknownJob(
-            f"No job named {job.name!r} is registered, so it was not run. "
-            f"Registered jobs: {registry.names_text()}."
-        )
-    func = definition.func
-    if definition.is_async:
-        return async_to_sync(func), definition
-    return func, definition
-
-
-@dataclass
-class Running:
-    """A job this worker holds, with its history row once it has started."""
-
-    job: Job
-    run: JobRun | None = None
-    lock_lifetime: float = 30.0
-    started: float = field(default_factory=time.monotonic)
-    outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
-    recorded: threading.Event = field(default_factory=threading.Event)
-    # The key in Worker._running: the job and the claim's lock token, taken when it is claimed
-    # (writing the outcome clears the token on the job instance).
-    key: tuple[int, str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.key = (self.job.pk, self.job.lock_token or "")
+def backoff(failures: int) -> float:
+    """Seconds to wait after `failures` errors in a row: 0.2, 0.4, ... up to 30."""
+    return float(min(2 ** min(failures, 16) * 0.1, ERROR_BACKOFF_MAX))
 
 
 class Worker:
@@ -118,21 +83,26 @@ class Worker:
         self.max_jobs = max_jobs
         self.worker_id = worker_id or default_worker_id()
         self.lock_lifetime = settings.LOCK_LIFETIME if lock_lifetime is None else lock_lifetime
-        self.heartbeat_interval = settings.HEARTBEAT_INTERVAL or self.lock_lifetime / 3
+        # The heartbeat beats at least BEATS_PER_LOCK times per lock, whatever the setting.
+        self.heartbeat_interval = min(
+            settings.HEARTBEAT_INTERVAL or math.inf, self.lock_lifetime / BEATS_PER_LOCK
+        )
+        # This worker's row expires after this long without a heartbeat: the same time as
+        # the locks it holds, so it shows dead when its jobs come back to the others.
+        self.expires_after = settings.STALE_WORKER_AFTER or self.lock_lifetime
         self.grace_period = settings.GRACE_PERIOD if grace_period is None else grace_period
         self.using = using or settings.DATABASE
         self.claimed_count = 0
         self._running: dict[tuple[int, str], Running] = {}
-        # Ended runs waiting for the claim loop to write them, several in one transaction.
-        self._outcomes: list[Running] = []
         # Held while outcomes are written and while locks are extended, so the heartbeat
         # never extends (and reports lost) the lock of a job whose outcome was just written.
         self._writing = threading.Lock()
+        self._outbox = Outbox(self.using, self._writing)
         self._listener: notify.ClaimListener | None = None
         self._lock = threading.Lock()
         self._wake = notify.Wakeup()
+        self._beat_wake = threading.Event()
         self._stopping = threading.Event()
-        self._interrupts = 0
         self._record: WorkerRecord | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -142,8 +112,11 @@ class Worker:
         """Work until stopped (or, with burst/max_jobs, until done); returns the exit status."""
         previous_handlers = self._install_signal_handlers()
         try:
-            self._register()
-            sync_recurring(self.using)
+            if early_stop.requested():
+                logger.info("Worker %s: stopped before it started.", self.worker_id)
+                return 0
+            if not self._retry_until_stopped(self._start_up, "starting"):
+                return 0
             logger.info(
                 "Worker %s started: queues=%s concurrency=%d lock_lifetime=%ss",
                 self.worker_id,
@@ -152,9 +125,9 @@ class Worker:
                 self.lock_lifetime,
             )
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="django_jobs")
-            beat = threading.Thread(target=self._heartbeat_loop, name="django_jobs-heartbeat")
-            beat.daemon = True
-            beat.start()
+            threading.Thread(
+                target=self._heartbeat_loop, name="django_jobs-heartbeat", daemon=True
+            ).start()
             if settings.NOTIFY and notify.supported(self.using):
                 self._listener = notify.ClaimListener(self.using, self.queues)
                 self._wake.open()
@@ -174,10 +147,48 @@ class Worker:
                 signal.signal(signum, handler)
         return 0
 
+    def _start_up(self) -> None:
+        self._register()
+        sync_recurring(self.using)
+
+    def _retry_until_stopped(self, step: Callable[[], T], what: str) -> bool:
+        """Run `step` until it succeeds (True) or the worker is stopped (False)."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                step()
+                return True
+            except Exception as exc:
+                failures += 1
+                self._survive(exc, what, failures)
+        return False
+
+    def _survive(self, exc: Exception, what: str, failures: int) -> None:
+        """Log an error of the claim loop, the heartbeat or start-up, and wait a back-off."""
+        delay = backoff(failures)
+        if isinstance(exc, DatabaseError):
+            logger.warning(
+                "Worker %s: database error while %s (%s); retrying in %.1fs.",
+                self.worker_id,
+                what,
+                str(exc).strip(),
+                delay,
+            )
+            close_connection(self.using)
+        else:
+            logger.exception(
+                "Worker %s: unexpected error while %s; retrying in %.1fs.",
+                self.worker_id,
+                what,
+                delay,
+            )
+        self._stopping.wait(delay)
+
     def stop(self) -> None:
         """Stop claiming; running jobs get the grace period to finish."""
         self._stopping.set()
         self._wake.set()
+        self._beat_wake.set()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """Route SIGTERM and SIGINT to a graceful stop; returns the handlers they replace."""
@@ -187,7 +198,7 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             handler = signal.signal(signum, self._on_signal)
             if handler is not None:  # None: set outside Python, so it cannot be put back
-                previous[signum] = handler
+                previous[signum] = early_stop.original(signum, handler)
         return previous
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -211,8 +222,10 @@ class Worker:
                 "pid": os.getpid(),
                 "queues": self.queues,
                 "concurrency": self.concurrency,
-                "started_at": timezone.now(),
-                "last_heartbeat_at": timezone.now(),
+                "lock_lifetime": self.lock_lifetime,
+                "started_at": DbNow(),
+                "last_heartbeat_at": DbNow(),
+                "expires_at": db_now_plus(self.expires_after),
             },
         )
 
@@ -223,28 +236,19 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self._write_outcomes()
-                since = timezone.now()
+                since = time.monotonic()
                 claimed = self._claim()
                 failures = 0
-            except DatabaseError as exc:
+            except Exception as exc:
                 failures += 1
-                delay = min(2**failures * 0.1, DB_ERROR_BACKOFF_MAX)
-                logger.warning(
-                    "Worker %s: database error (%s); reconnecting in %.1fs.",
-                    self.worker_id,
-                    str(exc).strip(),
-                    delay,
-                )
-                close_old_connections_for(self.using)
-                self._stopping.wait(delay)
+                self._survive(exc, "claiming", failures)
                 continue
             with self._lock:
                 busy = len(self._running)
-                ended = bool(self._outcomes)
             if self._max_jobs_reached() and not busy:
                 logger.info("Worker %s ran its %d jobs; stopping.", self.worker_id, self.max_jobs)
                 return
-            if ended:
+            if self._outbox:
                 continue  # write them, then fill the slots they free
             if claimed and busy < self.concurrency and not self._max_jobs_reached():
                 continue  # there may be more due jobs for the free slots
@@ -255,14 +259,14 @@ class Worker:
                 return
             try:
                 self._sleep(sleep, full=busy >= self.concurrency)
-            except DatabaseError as exc:
+            except Exception as exc:
                 # The connection was lost while idle: the next claim reconnects (or backs off).
                 logger.warning(
-                    "Worker %s: database error while waiting for jobs (%s); reconnecting.",
+                    "Worker %s: error while waiting for jobs (%s); reconnecting.",
                     self.worker_id,
                     str(exc).strip(),
                 )
-                close_old_connections_for(self.using)
+                close_connection(self.using)
 
     def _sleep(self, timeout: float, full: bool) -> None:
         """Wait for a wake-up, a notification for our queues, or `timeout` seconds.
@@ -292,14 +296,17 @@ class Worker:
     def _max_jobs_reached(self) -> bool:
         return self.max_jobs is not None and self.claimed_count >= self.max_jobs
 
-    def _saturated_names(self) -> set[str]:
-        """Names whose per-process concurrency limit is already in use."""
+    def _running_by_name(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self._lock:
             for entry in self._running.values():
                 counts[entry.job.name] = counts.get(entry.job.name, 0) + 1
+        return counts
+
+    def _saturated_names(self) -> set[str]:
+        """Names whose per-process concurrency limit is already in use."""
         saturated = set()
-        for name, count in counts.items():
+        for name, count in self._running_by_name().items():
             definition = registry.get(name)
             if definition and definition.concurrency and count >= definition.concurrency:
                 saturated.add(name)
@@ -312,16 +319,16 @@ class Worker:
             free = min(free, self.max_jobs - self.claimed_count)
         if free <= 0:
             return []
-        saturated = self._saturated_names()
         claimed = claiming.claim_and_start(
             worker_id=self.worker_id,
             queues=self.queues,
             limit=free,
             lock_lifetime=self.lock_lifetime,
-            exclude_names=saturated,
+            exclude_names=self._saturated_names(),
             using=self.using,
         )
         started = []
+        shortest = self.lock_lifetime
         for job, run in claimed:
             if self._over_limit(job):
                 # The batch held more of this name than its concurrency allows: hand it back.
@@ -330,10 +337,13 @@ class Worker:
             self.claimed_count += 1
             started.append(job)
             entry = Running(job, run, lock_lifetime=self._lifetime(job))
+            shortest = min(shortest, entry.lock_lifetime)
             with self._lock:
                 self._running[entry.key] = entry
             assert self._pool is not None
-            self._pool.submit(self._execute, entry)
+            self._pool.submit(execute, entry, self._record_outcome)
+        if shortest < self.lock_lifetime:
+            self._beat_wake.set()  # the heartbeat shortens its period for this lock
         if started:
             # Let a pool thread take the GIL and start the job now: otherwise it waits until
             # this thread has built its next claim and blocks on the database (W2 latency).
@@ -342,53 +352,20 @@ class Worker:
 
     def _write_outcomes(self) -> None:
         """Write the runs that ended since the last pass, in one transaction, and free slots."""
-        with self._lock:
-            batch, self._outcomes = self._outcomes, []
-        if not batch:
-            return
-        with self._writing:
-            try:
-                claiming.finish_many(
-                    [entry.outcome for entry in batch if entry.outcome], using=self.using
-                )
-            except (OperationalError, InterfaceError):
-                with self._lock:
-                    self._outcomes[:0] = batch  # written after the reconnection
-                raise
-            except Exception:
-                # One outcome the database refuses (a DataError, say) must not hold back the
-                # others: write them one by one.
-                logger.exception("Worker %s could not write a batch of outcomes.", self.worker_id)
-                self._write_one_by_one(batch)
-            with self._lock:
-                for entry in batch:
-                    self._running.pop(entry.key, None)
-        for entry in batch:
-            entry.recorded.set()
+        self._outbox.write(self._written)
 
-    def _write_one_by_one(self, batch: list[Running]) -> None:
-        for number, entry in enumerate(batch):
-            if entry.outcome is None:
-                continue
-            try:
-                claiming.finish_many([entry.outcome], using=self.using)
-            except (OperationalError, InterfaceError):
-                with self._lock:
-                    self._outcomes[:0] = batch[number:]
-                raise
-            except Exception:
-                logger.exception(
-                    "Could not record the outcome of job %s; its lock will expire and it will "
-                    "be recovered as an orphaned run.",
-                    entry.job,
-                )
+    def _written(self, entries: list[Running]) -> None:
+        with self._lock:
+            for entry in entries:
+                self._running.pop(entry.key, None)
+        for entry in entries:
+            entry.recorded.set()
 
     def _record_outcome(self, entry: Running, outcome: claiming.Outcome, signal: Signal) -> None:
         """Hand an ended run to the claim loop; wait for it to be written if `signal` has
         receivers, so they see the job's new state."""
         entry.outcome = outcome
-        with self._lock:
-            self._outcomes.append(entry)
+        self._outbox.put(entry)
         self._wake.set()
         if signal.has_listeners(Job):
             entry.recorded.wait()
@@ -397,9 +374,7 @@ class Worker:
         definition = registry.get(job.name)
         if not definition or not definition.concurrency:
             return False
-        with self._lock:
-            same = sum(1 for e in self._running.values() if e.job.name == job.name)
-        return same >= definition.concurrency
+        return self._running_by_name().get(job.name, 0) >= definition.concurrency
 
     def _lifetime(self, job: Job) -> float:
         definition = registry.get(job.name)
@@ -407,95 +382,87 @@ class Worker:
             return definition.lock_lifetime.total_seconds()
         return self.lock_lifetime
 
-    def _sleep_time(self, busy: int, since: datetime) -> float:
+    def _sleep_time(self, busy: int, since: float) -> float:
         """Sleep until the earliest due job we know of, but no longer than the poll interval.
 
-        `since` is when the last claim began: a job that came due after it is due now.
+        `since` is the monotonic time the last claim began: a job that came due after it is
+        due now. Both times are read from the database's clock in one query.
         """
         if busy >= self.concurrency:
             return self.poll_interval
+        lookback = time.monotonic() - since + DB_CLOCK_RESOLUTION
         try:
-            nxt = (
+            row = (
                 Job.objects.using(self.using)
                 .scheduled()
                 # A job due within the clock's resolution before the claim may not have been
                 # due by the database's clock yet: still count it as coming.
-                .filter(
-                    enabled=True,
-                    next_run_at__gt=since - timedelta(seconds=DB_CLOCK_RESOLUTION),
-                )
+                .filter(enabled=True, next_run_at__gt=db_now_plus(-lookback))
                 .filter(**({"queue__in": self.queues} if self.queues else {}))
+                .annotate(db_now=DbNow())
                 .order_by("next_run_at")
-                .values_list("next_run_at", flat=True)
+                .values_list("next_run_at", "db_now")
                 .first()
             )
         except DatabaseError:
             return self.poll_interval
-        if nxt is None:
+        if row is None:
             return self.poll_interval
-        wait = (nxt - timezone.now()).total_seconds() + DB_CLOCK_RESOLUTION
+        due_at, db_now = row
+        assert due_at is not None  # filtered on next_run_at above
+        wait = (due_at - db_now).total_seconds() + DB_CLOCK_RESOLUTION
         return max(0.0, min(self.poll_interval, wait))
-
-    # Running one job (on a pool thread)
-
-    def _execute(self, entry: Running) -> None:
-        close_old_connections()
-        job, run = entry.job, entry.run
-        definition = None
-        try:
-            try:
-                func, definition = resolve(job)
-            except UnknownJob as exc:
-                logger.error("Job %s failed: %s", job, exc)
-                failure = claiming.Failure(str(exc), retry=False, error_class=class_path(exc))
-                self._record_outcome(entry, claiming.Outcome(job, run, failure=failure), job_failed)
-                send_signal(job_failed, job=job, run=run, exception=exc, will_retry=False)
-                return
-            send_signal(job_started, job=job, run=run)
-            try:
-                result = func(job)
-                check_json(result, "the return value")
-            except Exception as exc:
-                will_retry = job.attempts < job.max_attempts
-                delay = definition.retry_delay(job.attempts) if definition else timedelta(0)
-                logger.warning(
-                    "Job %s attempt %d/%d failed: %s: %s",
-                    job,
-                    job.attempts,
-                    job.max_attempts,
-                    type(exc).__name__,
-                    exc,
-                )
-                failure = claiming.Failure(
-                    f"{type(exc).__name__}: {exc}",
-                    traceback.format_exc(),
-                    error_class=class_path(exc),
-                )
-                outcome = claiming.Outcome(job, run, failure=failure, retry_delay=delay)
-                self._record_outcome(entry, outcome, job_failed)
-                send_signal(job_failed, job=job, run=run, exception=exc, will_retry=will_retry)
-                return
-            elapsed = time.monotonic() - entry.started
-            self._record_outcome(entry, claiming.Outcome(job, run, result=result), job_succeeded)
-            logger.info("Job %s succeeded in %.3fs", job, elapsed)
-            send_signal(job_succeeded, job=job, run=run, result=result)
-        except Exception:
-            logger.exception("Worker %s could not run %s", self.worker_id, job)
-        finally:
-            close_old_connections()
-            if entry.outcome is None:
-                # Nothing to write (an error above): free the slot; the lock expires and
-                # another worker recovers the job.
-                with self._lock:
-                    self._running.pop(entry.key, None)
-                self._wake.set()
 
     # Heartbeat (its own thread and database connection)
 
+    def _beat_period(self) -> float:
+        """A third of the shortest lock this worker holds (or of its own lock lifetime)."""
+        with self._lock:
+            lifetimes = [entry.lock_lifetime for entry in self._running.values()]
+        shortest = min([self.lock_lifetime, *lifetimes])
+        return min(self.heartbeat_interval, shortest / BEATS_PER_LOCK)
+
     def _heartbeat_loop(self) -> None:
-        while not self._stopping.wait(self.heartbeat_interval):
-            self.beat()
+        last = time.monotonic()
+        failures = 0
+        while not self._stopping.is_set():
+            wait = last + self._beat_period() - time.monotonic()
+            if wait > 0:
+                # Woken early when a job with a shorter lock starts: the period is recomputed.
+                self._beat_wake.wait(wait)
+                self._beat_wake.clear()
+                continue
+            last = time.monotonic()
+            try:
+                self.beat()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                # Beat again soon, but not in a tight loop against a database that is down.
+                self._survive(exc, "beating the heartbeat", failures)
         connections.close_all()
+
+    def beat(self) -> None:
+        """Mark this worker alive, extend its jobs' locks, recover jobs of dead workers."""
+        assert self._record is not None
+        if not claiming.heartbeat(self._record, self.expires_after):
+            self._register()  # presumed dead after a long pause: come back
+        with self._writing:
+            with self._lock:
+                entries = list(self._running.values())
+            by_lifetime: dict[float, list[Job]] = {}
+            for entry in entries:
+                by_lifetime.setdefault(entry.lock_lifetime, []).append(entry.job)
+            for lifetime, jobs in by_lifetime.items():
+                lost = claiming.extend_locks(jobs, lifetime, using=self.using)
+                for pk in lost:
+                    logger.warning(
+                        "Worker %s lost the lock of job %s; its result will be discarded.",
+                        self.worker_id,
+                        pk,
+                    )
+        claiming.recover_stale(self.using)
+        claiming.delete_dead_workers(using=self.using)
 
     def _retention_loop(self) -> None:
         # Spread the purges of workers that started together.
@@ -507,43 +474,17 @@ class Worker:
 
     def apply_retention(self) -> int:
         """Delete history older than DJANGO_JOBS["RETENTION"]; returns how many rows went."""
-        from .retention import parse_age, purge
+        from ..retention import parse_age, purge
 
         if settings.RETENTION is None:
             return 0
         try:
             result = purge(parse_age(settings.RETENTION), using=self.using, pause=0.05)
-        except DatabaseError as exc:
+        except Exception as exc:
             logger.warning("Worker %s: purging old history failed (%s).", self.worker_id, exc)
-            close_old_connections_for(self.using)
+            close_connection(self.using)
             return 0
         return result.jobs + result.runs
-
-    def beat(self) -> None:
-        """Mark this worker alive, extend its jobs' locks, recover jobs of dead workers."""
-        try:
-            assert self._record is not None
-            if not claiming.heartbeat(self._record):
-                self._register()  # presumed dead after a long pause: come back
-            with self._writing:
-                with self._lock:
-                    entries = list(self._running.values())
-                by_lifetime: dict[float, list[Job]] = {}
-                for entry in entries:
-                    by_lifetime.setdefault(entry.lock_lifetime, []).append(entry.job)
-                for lifetime, jobs in by_lifetime.items():
-                    lost = claiming.extend_locks(jobs, lifetime, using=self.using)
-                    for pk in lost:
-                        logger.warning(
-                            "Worker %s lost the lock of job %s; its result will be discarded.",
-                            self.worker_id,
-                            pk,
-                        )
-            claiming.recover_stale(self.using)
-            claiming.delete_dead_workers(settings.stale_worker_after, using=self.using)
-        except DatabaseError as exc:
-            logger.warning("Worker %s: heartbeat failed (%s).", self.worker_id, exc)
-            close_old_connections_for(self.using)
 
     # Stopping
 
@@ -552,9 +493,9 @@ class Worker:
         while True:
             try:
                 self._write_outcomes()
-            except DatabaseError as exc:
+            except Exception as exc:
                 logger.warning("Worker %s: cannot write outcomes (%s).", self.worker_id, exc)
-                close_old_connections_for(self.using)
+                close_connection(self.using)
             with self._lock:
                 left = list(self._running.values())
             if not left or time.monotonic() >= deadline:
@@ -562,6 +503,7 @@ class Worker:
             self._wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             self._wake.clear()
         self._stopping.set()
+        self._beat_wake.set()
         if self._listener is not None:
             self._listener.unlisten()
         for entry in left:
@@ -577,11 +519,11 @@ class Worker:
             try:
                 claiming.release(entry.job, entry.run, reason=reason)
                 logger.warning("Released job %s: %s", entry.job, reason)
-            except DatabaseError:
+            except Exception:
                 logger.exception("Could not release job %s; its lock will expire.", entry.job)
         try:
             WorkerRecord.objects.using(self.using).filter(worker_id=self.worker_id).delete()
-        except DatabaseError:
+        except Exception:
             logger.exception("Could not remove the row of worker %s.", self.worker_id)
         logger.info("Worker %s stopped after %d job(s).", self.worker_id, self.claimed_count)
         if left:
@@ -592,23 +534,7 @@ class Worker:
         self._pool.shutdown(wait=True)
 
 
-def send_signal(signal: Signal, **kwargs: Any) -> None:
-    """Send a job signal; a receiver that raises is logged and cannot break the run."""
-    # With a plain send(), a failing job_started receiver would leave the job running until
-    # its lock expired and then record it as orphaned. send_robust() logs the traceback to
-    # "django.dispatch"; this says which job it was.
-    for receiver, response in signal.send_robust(sender=Job, **kwargs):
-        if isinstance(response, Exception):
-            logger.error(
-                "Receiver %s of a django_jobs signal raised %s: %s (job %s).",
-                getattr(receiver, "__qualname__", receiver),
-                type(response).__name__,
-                response,
-                kwargs.get("job"),
-            )
-
-
-def close_old_connections_for(using: str) -> None:
+def close_connection(using: str) -> None:
     """Drop a broken connection so the next query opens a new one."""
-    with contextlib.suppress(DatabaseError):
+    with contextlib.suppress(Exception):
         connections[using].close()

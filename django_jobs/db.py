@@ -1,0 +1,62 @@
+"""The database's clock and write transactions, shared by every layer (no model imports here).
+
+Every time a worker or the admin writes is the database's, not the host's: hosts with skewed
+clocks must agree on due times, locks and worker expiry. On SQLite the "database clock" is
+the clock of whichever process runs the statement, since SQLite runs inside each process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.db.models import ExpressionWrapper
+from django.db.models.functions import Now
+
+# The range of times a job's next run may take: MariaDB's DATETIME starts at year 1000, and a
+# day's margin below year 10000 keeps every timezone conversion of it representable in Python.
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+class DbNow(Now):
+    """The database's clock in UTC, so hosts with skewed clocks agree on due times and locks."""
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        # CURRENT_TIMESTAMP is in the session's time zone; Django stores UTC.
+        return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)
+
+
+def db_now_plus(seconds: float) -> ExpressionWrapper:
+    """The database's clock plus `seconds`."""
+    return ExpressionWrapper(
+        DbNow() + timedelta(seconds=seconds), output_field=models.DateTimeField()
+    )
+
+
+@contextlib.contextmanager
+def write_transaction(using: str) -> Iterator[None]:
+    """transaction.atomic() that takes SQLite's write lock when it begins (BEGIN IMMEDIATE).
+
+    Django's default SQLite transactions are DEFERRED: one that reads and then writes while
+    another connection writes fails at once with "database is locked", whatever the timeout.
+    Taking the write lock up front makes it wait its turn instead, so the app's own writes
+    work on Django's default settings (no transaction_mode needed).
+    """
+    connection = connections[using]
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic(using=using):
+            yield
+        return
+    connection.ensure_connection()
+    configured = connection.transaction_mode  # type: ignore[attr-defined]
+    connection.transaction_mode = "IMMEDIATE"  # type: ignore[attr-defined]
+    try:
+        with transaction.atomic(using=using):
+            connection.transaction_mode = configured  # type: ignore[attr-defined]
+            yield
+    finally:
+        connection.transaction_mode = configured  # type: ignore[attr-defined]

@@ -1,0 +1,172 @@
+"""Running one job on a pool thread: resolve its code, call it, turn what happened into an
+Outcome. Knows nothing of claiming or batching; the Worker hands the outcome on."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import close_old_connections
+from django.dispatch import Signal
+
+from .. import claiming
+from ..api import check_json
+from ..exceptions import UnknownJob
+from ..models import Job, JobRun
+from ..registry import JobDefinition, registry
+from ..signals import job_failed, job_started, job_succeeded
+
+logger = logging.getLogger("django_jobs.worker")
+
+# Reports an ended run to whoever writes it; waits for the write when `signal` has receivers.
+Report = Callable[["Running", claiming.Outcome, Signal], None]
+
+
+@dataclass
+class Running:
+    """A job this worker holds, with its history row once it has started."""
+
+    job: Job
+    run: JobRun | None = None
+    lock_lifetime: float = 30.0
+    started: float = field(default_factory=time.monotonic)
+    outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
+    recorded: threading.Event = field(default_factory=threading.Event)  # once it is written
+    # The key in Worker._running: the job and the claim's lock token, taken when it is claimed
+    # (writing the outcome clears the token on the job instance).
+    key: tuple[int, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.job.pk, self.job.lock_token or "")
+
+    def now(self) -> datetime | None:
+        """The database's clock now: the claim's database time plus the time run since.
+
+        Hosts with skewed clocks agree on it, and a run's duration is never negative.
+        None when the claim's time is unknown (the outcome writer then asks the database).
+        """
+        claimed_at = self.job.last_started_at
+        if not isinstance(claimed_at, datetime):
+            return None
+        return claimed_at + timedelta(seconds=time.monotonic() - self.started)
+
+
+def resolve(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:
+    """The code a row may run: only a registered definition (or a tasks-framework task)."""
+    if job.task_backend:
+        from ..backend import resolve_task
+
+        return resolve_task(job)
+    definition = registry.get(job.name)
+    if definition is None:
+        raise UnknownJob(
+            f"No job named {job.name!r} is registered, so it was not run. "
+            f"Registered jobs: {registry.names_text()}."
+        )
+    func = definition.func
+    if definition.is_async:
+        return async_to_sync(func), definition
+    return func, definition
+
+
+class UnreadableJob(UnknownJob):
+    """A claimed row whose stored values cannot be decoded, so it is never run."""
+
+
+def execute(entry: Running, report: Report) -> None:
+    """Run the job of `entry` and report its outcome; never raises.
+
+    Every exception the job raises is a failed attempt with its class and traceback, and so
+    is every other BaseException: SystemExit (sys.exit() in a job) and KeyboardInterrupt
+    included, since a job runs on a pool thread where neither can stop the worker (Ctrl-C
+    reaches the worker through its signal handler on the main thread, never through a job).
+    """
+    close_old_connections()
+    job, run = entry.job, entry.run
+    try:
+        try:
+            func, definition = _runnable(job)
+        except UnknownJob as exc:
+            logger.error("Job %s failed: %s", job, exc)
+            failure = claiming.Failure(str(exc), retry=False, error_class=claiming.class_path(exc))
+            _report(entry, report, job_failed, failure=failure)
+            send_signal(job_failed, job=job, run=run, exception=exc, will_retry=False)
+            return
+        send_signal(job_started, job=job, run=run)
+        try:
+            result = func(job)
+            check_json(result, "the return value")
+        except BaseException as exc:  # see the docstring: a job cannot stop the worker
+            _failed(entry, report, definition, exc)
+            return
+        elapsed = time.monotonic() - entry.started
+        _report(entry, report, job_succeeded, result=result)
+        logger.info("Job %s succeeded in %.3fs", job, elapsed)
+        send_signal(job_succeeded, job=job, run=run, result=result)
+    except Exception:
+        logger.exception("Could not run %s", job)
+    finally:
+        close_old_connections()
+
+
+def _runnable(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:
+    problem = getattr(job, "decode_error", None)
+    if problem:
+        raise UnreadableJob(
+            f"Job #{job.pk} could not be read from the database ({problem}), so it was not "
+            "run; fix or delete its row."
+        )
+    return resolve(job)
+
+
+def _failed(
+    entry: Running, report: Report, definition: JobDefinition | None, exc: BaseException
+) -> None:
+    job = entry.job
+    will_retry = job.attempts < job.max_attempts
+    delay = definition.retry_delay(job.attempts) if definition else timedelta(0)
+    logger.warning(
+        "Job %s attempt %d/%d failed: %s: %s",
+        job,
+        job.attempts,
+        job.max_attempts,
+        type(exc).__name__,
+        exc,
+    )
+    failure = claiming.Failure(
+        f"{type(exc).__name__}: {exc}",
+        "".join(traceback.format_exception(exc)),
+        error_class=claiming.class_path(exc),
+    )
+    _report(entry, report, job_failed, failure=failure, retry_delay=delay)
+    send_signal(job_failed, job=job, run=entry.run, exception=exc, will_retry=will_retry)
+
+
+def _report(entry: Running, report: Report, signal: Signal, **outcome: Any) -> None:
+    finished_at = entry.now()
+    report(
+        entry, claiming.Outcome(entry.job, entry.run, finished_at=finished_at, **outcome), signal
+    )
+
+
+def send_signal(signal: Signal, **kwargs: Any) -> None:
+    """Send a job signal; a receiver that raises is logged and cannot break the run."""
+    # With a plain send(), a failing job_started receiver would leave the job running until
+    # its lock expired and then record it as orphaned. send_robust() logs the traceback to
+    # "django.dispatch"; this says which job it was.
+    for receiver, response in signal.send_robust(sender=Job, **kwargs):
+        if isinstance(response, Exception):
+            logger.error(
+                "Receiver %s of a django_jobs signal raised %s: %s (job %s).",
+                getattr(receiver, "__qualname__", receiver),
+                type(response).__name__,
+                response,
+                kwargs.get("job"),
+            )

@@ -1,0 +1,24 @@
+"""Claiming in tests goes through the worker's own path: claim_and_start()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_jobs.claiming import claim_and_start
+from django_jobs.models import Job
+
+LOCK = 30.0  # seconds
+
+
+def claim_jobs(worker_id: str = "w1", limit: int = 100, **options: Any) -> list[Job]:
+    """Claim as a worker does (the run rows are written too); each job's run is `job.run`."""
+    claimed = claim_and_start(
+        worker_id=worker_id,
+        queues=options.pop("queues", None),
+        limit=limit,
+        lock_lifetime=options.pop("lock_lifetime", LOCK),
+        **options,
+    )
+    for job, run in claimed:
+        job.run = run  # type: ignore[attr-defined]
+    return [job for job, _ in claimed]
