@@ -34,6 +34,10 @@ RESTART_DELAY = 1.0  # seconds before restarting a child that died; doubles per 
 RESTART_DELAY_MAX = 60.0  # seconds
 STABLE_AFTER = 60.0  # seconds; a child that ran this long before dying restarts at once-ish
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A child killed by one of these was stopped from outside (an operator, the OOM killer, a
+# deploy script), not crashed: it is replaced at once, with no crash-loop back-off.
+OUTSIDE_KILLS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+REPLACE_DELAY = 0.1  # seconds before replacing a child killed from outside
 
 
 def cpu_count() -> int:
@@ -160,8 +164,11 @@ class Supervisor:
                 "Worker process %d (pid %s) exited with %s.", slot.number, process.pid, _how(code)
             )
             return
-        slot.quick_crashes = slot.quick_crashes + 1 if lived < STABLE_AFTER else 1
-        delay = min(RESTART_DELAY * 2 ** (slot.quick_crashes - 1), RESTART_DELAY_MAX)
+        if code is not None and code < 0 and -code in OUTSIDE_KILLS:
+            delay = REPLACE_DELAY
+        else:
+            slot.quick_crashes = slot.quick_crashes + 1 if lived < STABLE_AFTER else 1
+            delay = min(RESTART_DELAY * 2 ** (slot.quick_crashes - 1), RESTART_DELAY_MAX)
         slot.restart_at = time.monotonic() + delay
         logger.warning(
             "Worker process %d (pid %s) died (%s) after %.1fs; restarting it in %.1fs.",

@@ -66,3 +66,31 @@ def append_line(j):
     time.sleep(float(j.data.get("seconds", 0)))
     with open(j.data["path"], "a") as out:
         out.write(f"{j.pk} {j.attempt} {os.getpid()}\n")
+
+
+# Jobs of the trust tests (tests/test_trust.py).
+
+
+@job("short-lock", lock_lifetime=1, max_attempts=1)
+def short_lock(j):
+    """Hold a 1-second lock for data['seconds'] on a worker whose own lock lifetime is longer."""
+    time.sleep(float(j.data.get("seconds", 3)))
+    _record(j)
+
+
+@job("exits", max_attempts=2, backoff=0.01, backoff_jitter=0)
+def exits(j):
+    """End the way a script would: sys.exit() (SystemExit) or a KeyboardInterrupt."""
+    import sys
+
+    _record(j)
+    if j.data.get("how") == "interrupt":
+        raise KeyboardInterrupt("stop")
+    sys.exit(j.data.get("code", 3))
+
+
+@job("fail-once-slowly", max_attempts=2, backoff=30, backoff_jitter=0)
+def fail_once_slowly(j):
+    _record(j)
+    if j.attempt == 1:
+        raise RuntimeError("the first attempt fails; the retry is due 30 s later")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -12,6 +13,8 @@ from django_jobs.exceptions import InvalidJobDefinition
 from django_jobs.management.options import positive_int, seconds, seconds_or_zero
 from django_jobs.registry import check_queue
 from django_jobs.worker import Worker, early_stop
+
+logger = logging.getLogger("django_jobs.worker")
 
 
 def _processes(text: str) -> int | str:
@@ -124,7 +127,9 @@ class Command(BaseCommand):
             "grace_period": options["grace_period"],
         }
         if early_stop.requested():
-            return  # stopped while starting: nothing was claimed, nothing to hand back
+            # Stopped while starting: nothing was claimed, so there is nothing to hand back.
+            logger.info("runjobs: stopped before it started (a signal came during start-up).")
+            return
         processes = options["processes"]
         if processes is not None:
             from django_jobs.cluster import Supervisor, cpu_count
