@@ -6,7 +6,8 @@ Every value goes through format_html, so names, data and errors are escaped wher
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Q
@@ -70,20 +71,42 @@ def state_badges(job: Job) -> SafeString:
     return format_html_join(" ", "{}", ((b,) for b in badges))
 
 
+def utc_text(value: datetime) -> str:
+    """The instant in UTC as "9999-12-31 23:59:59 UTC": the fallback of every time shown."""
+    try:
+        return f"{value.astimezone(UTC).isoformat(sep=' ', timespec='seconds')[:19]} UTC"
+    except (OverflowError, ValueError):
+        return value.isoformat()
+
+
 def exact_time(value: datetime) -> str:
-    """The instant in the active timezone, with the timezone's abbreviation."""
-    local = timezone.localtime(value)
-    return f"{date_format(local, 'DATETIME_FORMAT')} {local.tzname()}"
+    """The instant in the active timezone, with the timezone's abbreviation.
+
+    Near year 1 and year 9999 the local time may fall outside the calendar Python knows
+    (OverflowError): the instant is then shown in UTC, where the database stored it.
+    """
+    try:
+        local = timezone.localtime(value)
+        return f"{date_format(local, 'DATETIME_FORMAT')} {local.tzname()}"
+    except (OverflowError, ValueError):
+        return utc_text(value)
+
+
+def exact_time_or_empty(value: datetime | None) -> str:
+    return EMPTY if value is None else exact_time(value)
 
 
 def relative_text(value: datetime, now: datetime | None = None) -> str:
     """ "in 5 minutes" or "5 minutes ago"."""
     now = now or timezone.now()
-    if abs(value - now) < timedelta(minutes=1):
-        return _("in under a minute") if value > now else _("under a minute ago")
-    if value > now:
-        return _("in %(time)s") % {"time": timeuntil(value, now, depth=1)}
-    return _("%(time)s ago") % {"time": timesince(value, now, depth=1)}
+    try:
+        if abs(value - now) < timedelta(minutes=1):
+            return _("in under a minute") if value > now else _("under a minute ago")
+        if value > now:
+            return _("in %(time)s") % {"time": timeuntil(value, now, depth=1)}
+        return _("%(time)s ago") % {"time": timesince(value, now, depth=1)}
+    except (OverflowError, ValueError):
+        return utc_text(value)
 
 
 def relative_time(value: datetime | None, now: datetime | None = None) -> SafeString | str:
@@ -99,17 +122,22 @@ def relative_time(value: datetime | None, now: datetime | None = None) -> SafeSt
 
 
 def format_duration(value: timedelta | None) -> str:
-    """A duration in the largest sensible units: "0.42 s", "3 min 5 s", "2 h 10 min"."""
+    """A duration in the largest sensible units: "0.42 s", "3 min 5 s", "2 h 10 min".
+
+    A negative one (a run whose finish was written by a clock behind its start's) keeps its
+    sign.
+    """
     if value is None:
         return EMPTY
     seconds = value.total_seconds()
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
     if seconds < 60:
-        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
+        return f"{sign}{seconds:.2f} s" if seconds < 10 else f"{sign}{seconds:.0f} s"
     minutes, secs = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes} min {secs} s"
+        return f"{sign}{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    return f"{sign}{hours} h {minutes} min"
 
 
 def last_duration(job: Job) -> timedelta | None:
@@ -123,7 +151,9 @@ def last_duration(job: Job) -> timedelta | None:
 def progress_bar(fraction: float | None, message: str = "") -> SafeString | str:
     if fraction is None:
         return EMPTY
-    percent = round(fraction * 100)
+    if not math.isfinite(fraction):
+        return str(fraction)  # NaN or infinity: only a row written by hand holds one
+    percent = round(min(max(fraction, 0.0), 1.0) * 100)
     title = f"{percent}% {message}".strip()
     return format_html(
         '<span class="djj-progress" title="{}"><progress value="{}" max="100">{}%</progress> '
@@ -148,10 +178,58 @@ def schedule_words(job: Job) -> SafeString | str:
     return format_html('<span title="{}">{}</span>', job.schedule, words)
 
 
+STORED_TEXT_SHOWN = 10_000  # characters of a value Python cannot decode, shown as stored
+
+
 def pretty_json(value: Any) -> SafeString:
-    """JSON indented for reading; the text is escaped."""
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    """JSON indented for reading; the text is escaped.
+
+    A value nested too deeply for Python's recursion limit, or holding an integer too long
+    to print, gets a placeholder instead of an error.
+    """
+    try:
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError, TypeError) as exc:
+        return _unreadable(exc)
     return format_html('<pre class="djj-pre">{}</pre>', text)
+
+
+def stored_json(text: str | None) -> SafeString | str:
+    """JSON text as the database returned it, indented; shown as stored if Python cannot read it.
+
+    The admin reads a job's data and result as text (see JobAdmin.get_object), so a row whose
+    JSON is nested 1,000 deep or holds a 5,000-digit number still has a page.
+    """
+    if text is None:
+        return EMPTY
+    try:
+        value = json.loads(text)
+        pretty = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError, TypeError) as exc:
+        shown = text if len(text) <= STORED_TEXT_SHOWN else text[:STORED_TEXT_SHOWN] + "\u2026"
+        return format_html(
+            '<p class="djj-note">{}</p><pre class="djj-pre">{}</pre>', _shown_as_stored(exc), shown
+        )
+    return format_html('<pre class="djj-pre">{}</pre>', pretty)
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return _("it is nested too deeply for Python to read")
+    if isinstance(exc, ValueError) and "digits" in str(exc):
+        return _("it holds a number too long for Python to read")
+    return _("Python cannot read it (%(error)s)") % {"error": exc}
+
+
+def _shown_as_stored(exc: BaseException) -> str:
+    return _("Shown as stored: %(reason)s.") % {"reason": unreadable_reason(exc)}
+
+
+def _unreadable(exc: BaseException) -> SafeString:
+    return format_html(
+        '<pre class="djj-pre djj-unreadable">{}</pre>',
+        _("Cannot be shown: %(reason)s.") % {"reason": unreadable_reason(exc)},
+    )
 
 
 def preformatted(text: str) -> SafeString | str:
