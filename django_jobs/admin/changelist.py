@@ -1,17 +1,30 @@
-"""Lists that stay fast on big tables: a capped count, and sorting only by indexed columns."""
+"""Lists that stay fast on big tables and safe from their URLs.
+
+A capped count, sorting only by indexed columns, only the lookups the admin's own filters and
+links use, and no filter or search text that no database can store.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
-from django.contrib.admin import ShowFacets
+from django.contrib.admin import ShowFacets, SimpleListFilter
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.formats import number_format
 from django.utils.functional import cached_property
 from django.utils.translation import gettext
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+
+    _AdminBase = ModelAdmin[Any]
+else:
+    _AdminBase = object
 
 COUNT_LIMIT = 10_000  # rows; a list longer than this shows "10,000+"
 
@@ -49,7 +62,28 @@ class CappedCountPaginator(Paginator):
         return CountAtLeast(self.count_limit) if found > self.count_limit else found
 
 
-class IndexedChangeList(ChangeList):
+# NUL and lone surrogates: PostgreSQL refuses them in text, so no stored row holds them, and a
+# query carrying one is a driver error rather than an empty result.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> bool:
+    """Whether every database can store (and so compare with) this text."""
+    return UNSTORABLE.search(text) is None
+
+
+class GuardedChangeList(ChangeList):
+    """A list whose filter or search text holds a NUL or a lone surrogate matches nothing."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        queryset = super().get_queryset(request, exclude_parameters)
+        texts = [self.query, *(v for values in self.get_filters_params().values() for v in values)]
+        if not all(storable(str(text)) for text in texts):
+            return queryset.none()
+        return queryset
+
+
+class IndexedChangeList(GuardedChangeList):
     """Sorts only by the columns in sortable_by, even when the URL asks for another one."""
 
     def get_ordering_field(self, field_name: Any) -> Any:
@@ -58,10 +92,40 @@ class IndexedChangeList(ChangeList):
         return super().get_ordering_field(field_name)
 
 
-class BigTableMixin:
+class UrlLookupsMixin(_AdminBase):
+    """Only the lookups the admin's own filters and links use may come from the URL.
+
+    Django lets a URL filter on any field of the model (`?lock_token__startswith=ab`), so a
+    user who may only view could read a hidden column prefix by prefix, or make the database
+    scan a whole table (`?last_traceback__icontains=x`). Anything else is refused with
+    Django's DisallowedModelAdminLookup: 400 Bad Request.
+    """
+
+    link_lookups: tuple[str, ...] = ()  # lookups of links the admin builds, beyond its filters
+
+    def allowed_lookups(self, request: HttpRequest | None) -> set[str]:
+        allowed = set(self.link_lookups)
+        list_filter = self.get_list_filter(request) if request is not None else self.list_filter
+        for item in list_filter:
+            if isinstance(item, type) and issubclass(item, SimpleListFilter):
+                allowed.add(str(item.parameter_name))
+            else:
+                # A field's own filter (the admin's only other kind here) links by these two.
+                path = item[0] if isinstance(item, (list, tuple)) else item
+                allowed.update({f"{path}__exact", f"{path}__isnull"})
+        return allowed
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return lookup in self.allowed_lookups(request)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return GuardedChangeList
+
+
+class BigTableMixin(UrlLookupsMixin):
     """For ModelAdmins of tables that grow large: capped count, index-only sorting."""
 
-    paginator: type[Paginator] = CappedCountPaginator
+    paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = ShowFacets.NEVER  # facet counts scan the whole table; the overview counts
 

@@ -15,6 +15,8 @@ from django.utils.translation import gettext_lazy as _
 
 from ..conf import settings
 from ..registry import registry
+from ..states import RunOutcome
+from .changelist import storable
 from .display import STATE_LABELS, state_q
 
 
@@ -32,6 +34,22 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OutcomeFilter(admin.SimpleListFilter):
+    """A run's outcome; a value that is no outcome is ignored, never sent to the database."""
+
+    title = _("outcome")
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return list(RunOutcome.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value in RunOutcome.values:
+            return queryset.filter(outcome=value)
+        return queryset
+
+
 class _ValuesFilter(admin.SimpleListFilter):
     """Filter on a field by the values the code knows of, plus the one asked for."""
 
@@ -42,13 +60,18 @@ class _ValuesFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         values = set(self.known_values())
-        if self.value():
-            values.add(str(self.value()))
+        value = self.value()
+        if value and storable(str(value)):
+            values.add(str(value))
         return [(value, value) for value in sorted(values)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        return queryset.filter(**{self.field: value}) if value else queryset
+        if not value:
+            return queryset
+        if not storable(str(value)):
+            return queryset.none()  # no row holds it; PostgreSQL would refuse the query
+        return queryset.filter(**{self.field: value})
 
 
 class NameFilter(_ValuesFilter):

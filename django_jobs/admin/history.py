@@ -16,8 +16,8 @@ from django.utils.translation import gettext_lazy
 from ..conf import settings
 from ..models import JobRun, Worker
 from . import display
-from .changelist import BigTableMixin
-from .filters import RunNameFilter
+from .changelist import BigTableMixin, UrlLookupsMixin
+from .filters import OutcomeFilter, RunNameFilter
 from .overview import in_progress_count
 
 
@@ -48,15 +48,16 @@ class JobRunAdmin(BigTableMixin, ReadOnlyAdmin):
         "attempt",
         "outcome_display",
         "worker_id",
-        "started_at",
-        "finished_at",
+        "started_display",
+        "finished_display",
         "duration_display",
         "error_display",
     ]
-    list_filter = ["outcome", RunNameFilter]
+    list_filter = [OutcomeFilter, RunNameFilter]
+    link_lookups = ("job__id__exact",)  # the job page's "All runs of this job"
     search_fields = ["job_name", "worker_id"]
     # The primary key and started_at (its own index, and the second column of (job, started_at)).
-    sortable_by = ["id", "started_at"]
+    sortable_by = ["id", "started_display"]
     list_per_page = 50
     fields = readonly_fields = (
         "job_link",
@@ -64,8 +65,8 @@ class JobRunAdmin(BigTableMixin, ReadOnlyAdmin):
         "attempt",
         "outcome_display",
         "worker_id",
-        "started_at",
-        "finished_at",
+        "started_display",
+        "finished_display",
         "duration_display",
         "error_class",
         "error_text",
@@ -82,6 +83,16 @@ class JobRunAdmin(BigTableMixin, ReadOnlyAdmin):
             return display.EMPTY
         url = reverse(f"{self.admin_site.name}:django_jobs_job_change", args=[run.job_id])
         return format_html('<a href="{}">#{}</a>', url, run.job_id)
+
+    # Times go through display.exact_time, which shows any stored instant, year 1 to 9999.
+
+    @admin.display(description=gettext_lazy("started at"), ordering="started_at")
+    def started_display(self, run: JobRun) -> str:
+        return display.exact_time_or_empty(run.started_at)
+
+    @admin.display(description=gettext_lazy("finished at"))
+    def finished_display(self, run: JobRun) -> str:
+        return display.exact_time_or_empty(run.finished_at)
 
     @admin.display(description=gettext_lazy("outcome"))
     def outcome_display(self, run: JobRun) -> SafeString:
@@ -105,14 +116,14 @@ class JobRunAdmin(BigTableMixin, ReadOnlyAdmin):
 
 
 @admin.register(Worker)
-class WorkerAdmin(ReadOnlyAdmin):
+class WorkerAdmin(UrlLookupsMixin, ReadOnlyAdmin):
     list_display = [
         "worker_id",
         "hostname",
         "pid",
         "queues_display",
         "concurrency",
-        "started_at",
+        "started_display",
         "heartbeat_display",
         "alive_display",
         "in_progress_display",
@@ -125,8 +136,8 @@ class WorkerAdmin(ReadOnlyAdmin):
         "pid",
         "queues_display",
         "concurrency",
-        "started_at",
-        "last_heartbeat_at",
+        "started_display",
+        "last_heartbeat_display",
         "heartbeat_display",
         "alive_display",
         "in_progress_display",
@@ -143,6 +154,14 @@ class WorkerAdmin(ReadOnlyAdmin):
     @admin.display(description=gettext_lazy("queues"))
     def queues_display(self, worker: Worker) -> str:
         return ", ".join(str(queue) for queue in worker.queues) or str(gettext_lazy("all"))
+
+    @admin.display(description=gettext_lazy("started at"), ordering="started_at")
+    def started_display(self, worker: Worker) -> str:
+        return display.exact_time_or_empty(worker.started_at)
+
+    @admin.display(description=gettext_lazy("last heartbeat at"))
+    def last_heartbeat_display(self, worker: Worker) -> str:
+        return display.exact_time_or_empty(worker.last_heartbeat_at)
 
     @admin.display(description=gettext_lazy("last heartbeat"), ordering="last_heartbeat_at")
     def heartbeat_display(self, worker: Worker) -> SafeString | str:
