@@ -1,6 +1,8 @@
 """The job actions shared by the list's bulk actions and the job page's buttons.
 
-Each action calls one state change of the Job model (run_now, retry, reschedule, ...), which
+Which state each action starts from and which permission guards it are written once, in
+django_jobs.states.ACTIONS; the admin reads that table for its buttons and permissions. Each
+action calls one state change of the Job model (run_now, retry, reschedule, ...), which
 refuses a job in the wrong state with JobStateError; the refusal is reported per job and the
 other jobs go on. Every change leaves an admin LogEntry.
 """
@@ -20,6 +22,8 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from ..exceptions import JobsError, JobStateError
 from ..models import Job, JobState
+from ..states import allowed_states
+from . import display
 
 if TYPE_CHECKING:
     from ..forms import RescheduleForm
@@ -27,15 +31,17 @@ if TYPE_CHECKING:
 
 ACTION_LIMIT = 1000  # jobs one action may change; more are refused, so a request stays short
 ERRORS_SHOWN = 10  # refusals reported one by one; the rest are summed up
+# The buttons of the job page and the bulk actions of the list, in their order; each is an
+# action of states.ACTIONS (reschedule also covers a recurring job's change_schedule).
+BUTTONS = ("run_now", "retry", "reschedule", "disable", "enable", "cancel")
 
 
 @dataclass(frozen=True)
 class JobAction:
-    """An action: its permission, the model method it calls, and what it reports."""
+    """An action of states.ACTIONS: the model method it calls, and what it reports."""
 
-    name: str
+    name: str  # its name in states.ACTIONS, which gives its permission
     label: Any  # a lazy translation
-    permission: str  # the ModelAdmin.has_<permission>_permission that guards it
     change: Callable[[Job], str]  # calls the model method; returns the log message
     done: Callable[[int], str]  # the success message for n jobs
     skip: Callable[[Job], bool] | None = None  # jobs already as wanted: not touched
@@ -70,14 +76,12 @@ ACTIONS: dict[str, JobAction] = {
         JobAction(
             "run_now",
             gettext_lazy("Run now"),
-            "run",
             _run_now,
             lambda n: ngettext("%(count)d job will run now.", "%(count)d jobs will run now.", n),
         ),
         JobAction(
             "retry",
             gettext_lazy("Retry"),
-            "run",
             _retry,
             lambda n: ngettext(
                 "%(count)d failed job will run again.", "%(count)d failed jobs will run again.", n
@@ -86,7 +90,6 @@ ACTIONS: dict[str, JobAction] = {
         JobAction(
             "disable",
             gettext_lazy("Disable"),
-            "change",
             _disable,
             lambda n: ngettext("Disabled %(count)d job.", "Disabled %(count)d jobs.", n),
             skip=lambda job: not job.enabled,
@@ -97,7 +100,6 @@ ACTIONS: dict[str, JobAction] = {
         JobAction(
             "enable",
             gettext_lazy("Enable"),
-            "change",
             _enable,
             lambda n: ngettext("Enabled %(count)d job.", "Enabled %(count)d jobs.", n),
             skip=lambda job: job.enabled,
@@ -107,17 +109,18 @@ ACTIONS: dict[str, JobAction] = {
         ),
     ]
 }
-# Reschedule and cancel take an intermediate page; their permissions are listed here too.
-PERMISSIONS = {name: action.permission for name, action in ACTIONS.items()}
-PERMISSIONS.update(reschedule="reschedule", cancel="delete")
+
+
+def reschedule_rule(form: RescheduleForm) -> str:
+    """The action of states.ACTIONS a valid reschedule form applies."""
+    return "change_schedule" if form.cleaned_data.get("schedule") is not None else "reschedule"
 
 
 def reschedule_action(form: RescheduleForm) -> JobAction:
     """The reschedule action, with the new time or schedule from the form."""
     return JobAction(
-        "reschedule",
+        reschedule_rule(form),
         gettext_lazy("Reschedule"),
-        "reschedule",
         form.apply,
         lambda n: ngettext("Rescheduled %(count)d job.", "Rescheduled %(count)d jobs.", n),
     )
@@ -158,6 +161,10 @@ def apply(
             errors.append(_("Job #%(id)s no longer exists.") % {"id": job.pk})
         except JobsError as exc:
             errors.append(str(exc))
+        except (RecursionError, ValueError) as exc:
+            # Raised where a change reads the job's stored JSON (a recurring job's run-now
+            # copy takes its data) and Python cannot decode it.
+            errors.append(unreadable(job, exc))
         else:
             model_admin.log_change(request, job, log_message)
             changed += 1
@@ -167,6 +174,11 @@ def apply(
         messages.info(request, action.skipped(skipped) % {"count": skipped})
     report_errors(request, errors)
     return changed
+
+
+def unreadable(job: Job, exc: BaseException) -> str:
+    message = _("Job %(job)s was left as it was: its stored data cannot be used, since %(reason)s.")
+    return message % {"job": job, "reason": display.unreadable_reason(exc)}
 
 
 def report_errors(request: HttpRequest, errors: list[str]) -> None:
@@ -194,15 +206,11 @@ def cancel_jobs(request: HttpRequest, jobs: Iterable[Job]) -> int:
         except Job.DoesNotExist:
             errors.append(_("Job #%(id)s no longer exists.") % {"id": job.pk})
         except JobStateError as exc:
-            hint = ""
-            if job.state == JobState.RUNNING:
-                hint = " " + _(
-                    "A running job is not interrupted (Python cannot stop a thread); disable "
-                    "it to stop its later runs, or wait for it to finish."
-                )
-            errors.append(f"{exc}{hint}")
+            errors.append(f"{exc} {cancel_hint(job)}")
         except JobsError as exc:
             errors.append(str(exc))
+        except (RecursionError, ValueError) as exc:
+            errors.append(unreadable(job, exc))  # see apply()
         else:
             log_deletion(request, job)
             cancelled += 1
@@ -218,6 +226,26 @@ def cancel_jobs(request: HttpRequest, jobs: Iterable[Job]) -> int:
         )
     report_errors(request, errors)
     return cancelled
+
+
+def cancel_hint(job: Job) -> str:
+    """Which states a job may be cancelled from (states.ACTIONS), and why not while running."""
+    hint = _("Only %(states)s jobs can be cancelled.") % {"states": cancel_states(job.recurring)}
+    if job.state == JobState.RUNNING:
+        hint += " " + _(
+            "A running job is not interrupted (Python cannot stop a thread); disable "
+            "it to stop its later runs, or wait for it to finish."
+        )
+    return hint
+
+
+def cancel_states(*recurring: bool) -> str:
+    """The states cancel starts from for these kinds of job, in words: "scheduled or failed"."""
+    allowed = set().union(*(allowed_states("cancel", recurring=kind) for kind in recurring))
+    labels = [str(state.label) for state in JobState if state in allowed]
+    if len(labels) <= 1:
+        return "".join(labels) or _("no")
+    return _("%(states)s or %(last)s") % {"states": ", ".join(labels[:-1]), "last": labels[-1]}
 
 
 def log_deletion(request: HttpRequest, job: Job) -> Any:

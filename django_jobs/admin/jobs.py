@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -18,6 +19,7 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .. import states
 from ..conf import settings
 from ..exceptions import JobsError
 from ..forms import RescheduleForm
@@ -25,13 +27,37 @@ from ..models import Job, JobRun, JobState
 from ..registry import registry
 from ..schedules import get_timezone, parse_schedule, upcoming
 from . import display
-from .actions import ACTIONS, JobAction, apply, cancel_jobs, limited, reschedule_action
+from .actions import (
+    ACTIONS,
+    BUTTONS,
+    JobAction,
+    apply,
+    cancel_jobs,
+    limited,
+    reschedule_action,
+    reschedule_rule,
+)
 from .changelist import BigTableMixin
 from .filters import NameFilter, QueueFilter, StateFilter
 from .views import JobViewsMixin
 
 RUN_HISTORY_SHOWN = 20  # runs on the job page; the JobRun list has them all
 UPCOMING_SHOWN = 5
+# Read as text, and only on the job page (see JobAdmin.get_object): a row whose JSON Python
+# cannot decode (nested 1,000 deep, a 5,000-digit number) still lists, opens and changes.
+STORED_JSON = ("data", "result")
+
+
+def _exact_time_field(name: str) -> Any:
+    """A read-only field of the job page showing the instant in `name`, whatever its year."""
+
+    def field(model_admin: JobAdmin, job: Job) -> str:
+        return display.exact_time_or_empty(getattr(job, name))
+
+    field.__name__ = f"{name}_display"
+    model_field = Job._meta.get_field(name)
+    assert isinstance(model_field, models.Field)
+    return admin.display(description=model_field.verbose_name)(field)
 
 
 @admin.register(Job)
@@ -57,21 +83,65 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
     # Only columns an index can sort: the primary key, (name, state) and next_run_at.
     sortable_by = ["id", "name", "next_run"]
     list_per_page = 50
-    actions = ["run_now", "retry", "reschedule", "disable", "enable", "cancel"]
+    actions = list(BUTTONS)
 
     class Media:
         css = {"all": ["django_jobs/admin.css"]}
 
-    # Permissions beyond view/add/change/delete, for @admin.action(permissions=[...]).
+    # Permissions: each action's comes from states.ACTIONS, the one table of actions.
 
-    def has_run_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.run_job")
+    def has_action_permission(self, request: HttpRequest, action: str) -> bool:
+        """Whether the user holds the permission that states.ACTIONS gives `action`."""
+        return request.user.has_perm(states.permission(action, self.opts.app_label))
+
+    def offers(self, request: HttpRequest, action: str, job: Job) -> bool:
+        """Whether this user may apply `action` to `job` in its current state."""
+        # The reschedule page also takes a recurring job's new schedule (change_schedule).
+        rules = [action]
+        if action == "reschedule" and job.recurring:
+            rules.append("change_schedule")
+        return any(
+            self.has_action_permission(request, rule) and states.allows(rule, job) for rule in rules
+        )
+
+    # has_<action>_permission, as @admin.action(permissions=[<action>]) asks for them.
+
+    def has_run_now_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return self.has_action_permission(request, "run_now")
+
+    def has_retry_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return self.has_action_permission(request, "retry")
 
     def has_reschedule_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.reschedule_job")
+        # The page takes a new time (reschedule) or, for recurring jobs, a new schedule.
+        return self.has_action_permission(request, "reschedule") or self.has_action_permission(
+            request, "change_schedule"
+        )
+
+    def has_disable_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return self.has_action_permission(request, "disable")
+
+    def has_enable_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return self.has_action_permission(request, "enable")
+
+    def has_cancel_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return self.has_action_permission(request, "cancel")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
-        return super().get_queryset(request).using(settings.DATABASE)
+        return super().get_queryset(request).using(settings.DATABASE).defer(*STORED_JSON)
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Job | None:
+        """The job with its data and result as the database's JSON text (see STORED_JSON)."""
+        queryset = self.get_queryset(request).annotate(
+            **{f"{name}_text": Cast(name, TextField()) for name in STORED_JSON}
+        )
+        field = Job._meta.pk if from_field is None else Job._meta.get_field(from_field)
+        try:
+            return queryset.get(**{field.name: field.to_python(object_id)})  # type: ignore[union-attr]
+        except (Job.DoesNotExist, ValidationError, ValueError):
+            return None
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # Keeps Django 6.1's action_location argument; passes it on only when given (5.2 has none).
@@ -156,12 +226,20 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         return format_html("{} <code>{}</code>", words, job.schedule)
 
     @admin.display(description=gettext_lazy("data"))
-    def data_display(self, job: Job) -> SafeString:
-        return display.pretty_json(job.data)
+    def data_display(self, job: Job) -> SafeString | str:
+        return _stored_json(job, "data")
 
     @admin.display(description=gettext_lazy("result"))
-    def result_display(self, job: Job) -> SafeString:
-        return display.pretty_json(job.result)
+    def result_display(self, job: Job) -> SafeString | str:
+        return _stored_json(job, "result")
+
+    # Times: Django's own display converts to local time, which overflows near year 1 and
+    # year 9999; display.exact_time falls back to UTC.
+    last_started_at_display = _exact_time_field("last_started_at")
+    last_finished_at_display = _exact_time_field("last_finished_at")
+    created_at_display = _exact_time_field("created_at")
+    updated_at_display = _exact_time_field("updated_at")
+    locked_until_display = _exact_time_field("locked_until")
 
     @admin.display(description=gettext_lazy("last error"))
     def last_error_display(self, job: Job) -> SafeString | str:
@@ -191,23 +269,30 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
                         "next_run",
                         *(["schedule_detail", "timezone"] if obj and obj.schedule else []),
                         "last_run",
-                        "last_started_at",
-                        "last_finished_at",
+                        "last_started_at_display",
+                        "last_finished_at_display",
                         "last_duration",
-                        "created_at",
-                        "updated_at",
+                        "created_at_display",
+                        "updated_at_display",
                     ]
                 },
             ),
             (
                 _("Attempts and lock"),
-                {"fields": ["attempts_display", "failure_count", "locked_by", "locked_until"]},
+                {
+                    "fields": [
+                        "attempts_display",
+                        "failure_count",
+                        "locked_by",
+                        "locked_until_display",
+                    ]
+                },
             ),
         ]
         if obj is not None and obj.progress is not None:
             fieldsets.append((_("Progress"), {"fields": ["progress_detail"]}))
         fieldsets.append((_("Data"), {"fields": ["data_display"]}))
-        if obj is not None and obj.result is not None:
+        if obj is not None and _has_json(obj, "result"):
             fieldsets.append((_("Result"), {"fields": ["result_display"]}))
         if obj is not None and (obj.last_error or obj.last_traceback):
             fields = ["last_error_class", "last_error_display", "last_traceback_display"]
@@ -251,6 +336,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
             .order_by("-started_at", "-pk")[:RUN_HISTORY_SHOWN]
         )
         for run in runs:
+            run.started_text = display.exact_time(run.started_at)  # type: ignore[attr-defined]
             run.duration_text = display.format_duration(run.duration)  # type: ignore[attr-defined]
             run.outcome_badge = display.badge(run.outcome, run.get_outcome_display())  # type: ignore[attr-defined]
         return {
@@ -268,21 +354,11 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         }
 
     def job_buttons(self, request: HttpRequest, job: Job) -> list[dict[str, Any]]:
-        """The buttons this user may use on this job in its current state."""
-        running = job.state == JobState.RUNNING
-        allowed = {
-            "run_now": self.has_run_permission(request) and (job.recurring or not running),
-            "retry": self.has_run_permission(request) and job.state == JobState.FAILED,
-            "reschedule": self.has_reschedule_permission(request)
-            and (job.state in (JobState.SCHEDULED, JobState.FAILED) or job.recurring),
-            "disable": self.has_change_permission(request, job) and job.enabled,
-            "enable": self.has_change_permission(request, job) and not job.enabled,
-            "cancel": self.has_delete_permission(request, job) and job.state == JobState.SCHEDULED,
-        }
+        """The buttons this user may use on this job in its current state (states.ACTIONS)."""
         url = f"{self.admin_site.name}:django_jobs_job_"
         buttons = []
-        for name, ok in allowed.items():
-            if not ok:
+        for name in BUTTONS:
+            if not self.offers(request, name, job):
                 continue
             if name == "reschedule":
                 href, label = reverse(url + "reschedule", args=[job.pk]), _("Reschedule")
@@ -300,19 +376,19 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         if jobs is not None:
             apply(self, request, jobs, action)
 
-    @admin.action(permissions=["run"], description=gettext_lazy("Run selected jobs now"))
+    @admin.action(permissions=["run_now"], description=gettext_lazy("Run selected jobs now"))
     def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._bulk(request, queryset, ACTIONS["run_now"])
 
-    @admin.action(permissions=["run"], description=gettext_lazy("Retry selected failed jobs"))
+    @admin.action(permissions=["retry"], description=gettext_lazy("Retry selected failed jobs"))
     def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._bulk(request, queryset, ACTIONS["retry"])
 
-    @admin.action(permissions=["change"], description=gettext_lazy("Disable selected jobs"))
+    @admin.action(permissions=["disable"], description=gettext_lazy("Disable selected jobs"))
     def disable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._bulk(request, queryset, ACTIONS["disable"])
 
-    @admin.action(permissions=["change"], description=gettext_lazy("Enable selected jobs"))
+    @admin.action(permissions=["enable"], description=gettext_lazy("Enable selected jobs"))
     def enable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._bulk(request, queryset, ACTIONS["enable"])
 
@@ -325,6 +401,8 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         if "apply" in request.POST:
             form = RescheduleForm(request.POST, recurring=recurring)
             if form.is_valid():
+                if not self.has_action_permission(request, reschedule_rule(form)):
+                    raise PermissionDenied
                 apply(self, request, jobs, reschedule_action(form))
                 return None
         else:
@@ -334,7 +412,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
             )
         return self.render_reschedule(request, form, jobs, bulk=True)
 
-    @admin.action(permissions=["delete"], description=gettext_lazy("Cancel selected jobs"))
+    @admin.action(permissions=["cancel"], description=gettext_lazy("Cancel selected jobs"))
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
         jobs = limited(request, queryset)
         if jobs is None:
@@ -364,25 +442,33 @@ def upcoming_runs(job: Job, now: datetime | None = None) -> dict[str, Any] | Non
     now = now or timezone.now()
     try:
         schedule, tz = parse_schedule(job.schedule), get_timezone(job.timezone)
-        runs: list[tuple[datetime, bool]] = []
-        after = now
-        if job.next_run_at is not None and job.state != JobState.RUNNING:
-            first = job.next_run_at
-            runs.append((first, first.astimezone(tz).utcoffset() != now.astimezone(tz).utcoffset()))
-            after = max(first, now)
-        runs += upcoming(schedule, after=after, tz=tz, count=UPCOMING_SHOWN - len(runs))
     except JobsError as exc:
         return {"error": str(exc), "runs": []}
+    runs: list[tuple[datetime, bool]] = []
+    after, error = now, ""
+    if job.next_run_at is not None and job.state != JobState.RUNNING:
+        first = job.next_run_at
+        first_offset, now_offset = _offset(first, tz), _offset(now, tz)
+        runs.append((first, None not in (first_offset, now_offset) and first_offset != now_offset))
+        after = max(first, now)
+    try:
+        runs += upcoming(schedule, after=after, tz=tz, count=UPCOMING_SHOWN - len(runs))
+    except JobsError as exc:
+        error = str(exc)
+    except (OverflowError, ValueError):
+        error = _("No later run fits in the calendar, which ends with the year 9999.")
     rows = []
-    previous_offset = now.astimezone(tz).utcoffset()
+    previous_offset = _offset(now, tz)
     for run, dst_change in runs:
-        local = run.astimezone(tz)
-        offset = local.utcoffset()
+        offset = _offset(run, tz)
+        try:
+            local_text = run.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z")
+        except (OverflowError, ValueError):
+            local_text = display.utc_text(run)  # the zone's wall clock is past the calendar
         rows.append(
             {
                 "at": run,
-                "local": local,
-                "local_text": local.strftime("%a %Y-%m-%d %H:%M %Z"),
+                "local_text": local_text,
                 "offset": _utc_offset_text(offset),
                 "dst_change": dst_change,
                 "from_offset": _utc_offset_text(previous_offset),
@@ -390,7 +476,15 @@ def upcoming_runs(job: Job, now: datetime | None = None) -> dict[str, Any] | Non
             }
         )
         previous_offset = offset
-    return {"timezone": job.timezone, "runs": rows, "error": ""}
+    return {"timezone": job.timezone, "runs": rows, "error": error}
+
+
+def _offset(at: datetime, tz: Any) -> timedelta | None:
+    """The UTC offset of `tz` at `at`; None where its wall clock is past the calendar's end."""
+    try:
+        return at.astimezone(tz).utcoffset()
+    except (OverflowError, ValueError):
+        return None
 
 
 def _utc_offset_text(offset: Any) -> str:
@@ -400,3 +494,18 @@ def _utc_offset_text(offset: Any) -> str:
     sign = "+" if minutes >= 0 else "-"
     hours, mins = divmod(abs(minutes), 60)
     return f"UTC{sign}{hours:02d}:{mins:02d}"
+
+
+def _has_json(job: Job, name: str) -> bool:
+    """Whether a JSON field holds a value, read as text when JobAdmin.get_object loaded it."""
+    text_name = f"{name}_text"
+    value = getattr(job, text_name) if hasattr(job, text_name) else getattr(job, name)
+    return value is not None
+
+
+def _stored_json(job: Job, name: str) -> SafeString | str:
+    """A JSON field indented, from its text when JobAdmin.get_object loaded it so."""
+    text_name = f"{name}_text"
+    if hasattr(job, text_name):
+        return display.stored_json(getattr(job, text_name))
+    return display.pretty_json(getattr(job, name))

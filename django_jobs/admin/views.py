@@ -26,7 +26,8 @@ from ..conf import settings
 from ..exceptions import JobsError
 from ..forms import CreateJobForm, RescheduleForm
 from ..models import Job
-from .actions import ACTIONS, apply, cancel_jobs, reschedule_action
+from . import display
+from .actions import ACTIONS, apply, cancel_jobs, cancel_states, reschedule_action, reschedule_rule
 from .display import STATE_LABELS
 from .overview import RANGES, build_chart, counts_by_name, live_workers, run_buckets
 
@@ -115,7 +116,7 @@ class JobViewsMixin(_Base):
         spec = ACTIONS.get(action)
         if spec is None:
             raise Http404(_("Unknown action %(action)r.") % {"action": action})
-        if not getattr(self, f"has_{spec.permission}_permission")(request):
+        if not self.has_action_permission(request, action):  # type: ignore[attr-defined]
             raise PermissionDenied
         job = self.get_job(request, object_id)
         apply(self, request, [job], spec)  # type: ignore[arg-type]
@@ -130,6 +131,8 @@ class JobViewsMixin(_Base):
         if request.method == "POST":
             form = RescheduleForm(request.POST, recurring=job.recurring)
             if form.is_valid():
+                if not self.has_action_permission(request, reschedule_rule(form)):  # type: ignore[attr-defined]
+                    raise PermissionDenied
                 apply(self, request, [job], reschedule_action(form))  # type: ignore[arg-type]
                 return HttpResponseRedirect(self.job_url(job))
         else:
@@ -141,6 +144,8 @@ class JobViewsMixin(_Base):
     ) -> HttpResponse:
         fields = ["when", "schedule", "timezone"] if form.recurring else ["when"]
         title = _("Reschedule jobs") if bulk else _("Reschedule %(job)s") % {"job": jobs[0]}
+        for job in jobs:
+            job.next_run_text = display.exact_time_or_empty(job.next_run_at)  # type: ignore[attr-defined]
         crumbs = [("", _("Reschedule"))]
         if not bulk:
             crumbs.insert(0, (self.job_url(jobs[0]), str(jobs[0])))
@@ -162,7 +167,7 @@ class JobViewsMixin(_Base):
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         job = self.get_job(request, object_id)
-        if not self.has_delete_permission(request, job):
+        if not self.has_cancel_permission(request, job):  # type: ignore[attr-defined]
             raise PermissionDenied
         if request.method == "POST":
             if cancel_jobs(request, [job]):
@@ -179,6 +184,7 @@ class JobViewsMixin(_Base):
             **self.page_context(request, title, crumbs),
             "jobs": jobs,
             "bulk": bulk,
+            "cancel_states": cancel_states(*{job.recurring for job in jobs}),
             "back_url": self.changelist_url() if bulk else self.job_url(jobs[0]),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
@@ -203,7 +209,7 @@ class JobViewsMixin(_Base):
                     messages.success(
                         request,
                         _("Scheduled %(job)s to run at %(at)s.")
-                        % {"job": job, "at": timezone.localtime(job.next_run_at)},
+                        % {"job": job, "at": display.exact_time_or_empty(job.next_run_at)},
                     )
                     return HttpResponseRedirect(self.job_url(job))
         else:
@@ -246,6 +252,7 @@ class JobViewsMixin(_Base):
         workers = list(live_workers(using))
         for worker in workers:
             worker.heartbeat_age = max(0, int((now - worker.last_heartbeat_at).total_seconds()))  # type: ignore[attr-defined]
+            worker.heartbeat_text = display.exact_time(worker.last_heartbeat_at)  # type: ignore[attr-defined]
         chart = build_chart(run_buckets(using, range_key, now), range_key)
 
         def query_string(**changes: str) -> str:
