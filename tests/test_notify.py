@@ -167,3 +167,31 @@ def test_burst_waits_for_a_job_coming_due_within_the_poll_interval(start_worker)
     assert worker.wait(60) == 0, worker.output()
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_task_enqueued_through_the_backend_wakes_idle_workers(listening):
+    from tests.testapp import tasks
+
+    # The tasks backend creates its rows through the same function as schedule() and now(),
+    # so it wakes the workers of the task's queue as they do (it did not, before).
+    tasks.add.enqueue(1, 2)
+    assert listening() == ["default"]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_new_schedule_due_soon_wakes_idle_workers(listening):
+    from django_jobs.models import RECURRING_KEY_PREFIX
+
+    job = Job.objects.create(
+        name="monthly",
+        schedule="0 3 1 * *",
+        timezone="UTC",
+        next_run_at=timezone.now() + timedelta(days=20),
+        unique_key=RECURRING_KEY_PREFIX + "monthly",
+    )
+    listening(timeout=0.3)
+    job.change_schedule("every 1 second", "UTC")  # its first run is within a poll interval
+    assert listening() == ["default"]

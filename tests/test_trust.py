@@ -52,12 +52,12 @@ def insert_raw_data(job_id: int, text: str) -> None:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_short_per_job_lock_never_lapses_on_a_healthy_worker(start_worker):
-    job = now("short-lock", {"seconds": 4})
+    job = now("short-lock", {"seconds": 7})
     worker = start_worker("--worker-id", "healthy", "--lock-lifetime", "9", "--max-jobs", "1")
     wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
     # The job holds a 1-second lock; the worker's own lifetime is 9 s (a beat every 3 s
     # before the fix, each extending the lock by 1 s, so it lapsed for 2 s of every 3).
-    deadline = time.monotonic() + 3.5
+    deadline = time.monotonic() + 6.5
     while time.monotonic() < deadline:
         assert not Job.objects.stale().exists(), "the lock lapsed while its job ran"
         assert recover_stale() == 0
@@ -347,7 +347,7 @@ def test_sigterm_while_starting_exits_0(worker_env, tmp_path):
             process.kill()
         log.close()
     output = (tmp_path / "early.log").read_text()
-    assert "stopped before it started" in output or "Worker early stopped" in output, output
+    assert "stopped before it started" in output, output
     assert not Worker.objects.exists()
 
 
