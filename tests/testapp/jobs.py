@@ -68,6 +68,87 @@ def append_line(j):
         out.write(f"{j.pk} {j.attempt} {os.getpid()}\n")
 
 
+# The chaos script's job (tests/chaos/chaos.py). Its attempts outlast any run of kills, and its
+# retries come quickly, so that a job the script reports as lost was lost by the workers.
+CHAOS_WRITE_PATIENCE = 30.0  # seconds a chaos job keeps retrying its own writes
+
+
+def _chaos_write(write):
+    """Run one write of the chaos job, reconnecting through cut connections and busy locks."""
+    from django.db import InterfaceError, OperationalError, connection
+
+    deadline = time.monotonic() + CHAOS_WRITE_PATIENCE
+    pause = 0.05
+    retried = False
+    while True:
+        try:
+            return write(retried)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() >= deadline:
+                raise
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            retried = True
+
+
+@job("chaos", max_attempts=50, backoff=0.5, backoff_max=2.0, backoff_jitter=0)
+def chaos(j):
+    """Record this execution by the database's clock, work data["seconds"], record its end.
+
+    With data["fail_first"], the first attempt fails after its work, to exercise retries.
+    """
+    return _chaos_run(j)
+
+
+# A lock shorter than the chaos workers' (--lock-lifetime 4): the heartbeat must keep it.
+@job(
+    "chaos-short-lock",
+    lock_lifetime=1.0,
+    max_attempts=50,
+    backoff=0.5,
+    backoff_max=2.0,
+    backoff_jitter=0,
+)
+def chaos_short_lock(j):
+    """The chaos job with a per-job lock lifetime of 1 s."""
+    return _chaos_run(j)
+
+
+def _chaos_run(j):
+    from django.utils import timezone
+
+    from django_jobs.models import DbNow
+
+    from .models import ChaosExecution
+
+    token, pid = j.lock_token or "", os.getpid()
+
+    def start(retried):
+        # A write whose answer was lost with its connection may have been committed.
+        if retried:
+            written = ChaosExecution.objects.filter(job_id=j.pk, lock_token=token, worker_pid=pid)
+            if pk := written.values_list("pk", flat=True).first():
+                return pk
+        return ChaosExecution.objects.create(
+            job_id=j.pk,
+            attempt=j.attempt,
+            lock_token=token,
+            worker_pid=pid,
+            started_at=DbNow(),
+            host_started_at=timezone.now(),
+        ).pk
+
+    execution = _chaos_write(start)
+    time.sleep(float(j.data.get("seconds", 0.1)))
+    _chaos_write(
+        lambda retried: ChaosExecution.objects.filter(pk=execution).update(finished_at=DbNow())
+    )
+    if j.data.get("fail_first") and j.attempt == 1:
+        raise RuntimeError("the first attempt of this chaos job fails on purpose")
+    return {"pid": os.getpid()}
+
+
 # Jobs of the trust tests (tests/test_trust.py).
 
 
