@@ -22,7 +22,7 @@ DEP_GROUPS=(test lint docs)
 POSTGRES_URL="postgres://postgres@127.0.0.1:5432/postgres"
 MARIADB_URL="mysql://root@127.0.0.1:3306/test"
 CHROMIUM="/usr/bin/chromium"
-APT_PACKAGES=(libmariadb-dev pkg-config chromium)
+APT_PACKAGES=(libmariadb-dev pkg-config chromium faketime)  # faketime: the chaos test's skewed clocks
 
 ALL_DBS=(sqlite postgres mariadb)
 ALL_PYTHONS=(3.11 3.13)
