@@ -18,7 +18,7 @@ from ..models import JobRun, Worker
 from . import display
 from .changelist import BigTableMixin, UrlLookupsMixin
 from .filters import OutcomeFilter, RunNameFilter
-from .overview import in_progress_count
+from .overview import in_progress_count, is_alive
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -148,7 +148,7 @@ class WorkerAdmin(UrlLookupsMixin, ReadOnlyAdmin):
             super()
             .get_queryset(request)
             .using(settings.DATABASE)
-            .annotate(in_progress=in_progress_count())
+            .annotate(in_progress=in_progress_count(), is_alive=is_alive())
         )
 
     @admin.display(description=gettext_lazy("queues"))
@@ -175,8 +175,8 @@ class WorkerAdmin(UrlLookupsMixin, ReadOnlyAdmin):
 
     @admin.display(description=gettext_lazy("alive"))
     def alive_display(self, worker: Worker) -> SafeString:
-        age = (timezone.now() - worker.last_heartbeat_at).total_seconds()
-        if age <= settings.stale_worker_after:
+        # Each row carries its own expiry (database clock), as the workers judge each other.
+        if getattr(worker, "is_alive", False):
             return display.badge("alive", gettext_lazy("alive"))
         return display.badge("stale", gettext_lazy("stale"))
 

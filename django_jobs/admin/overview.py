@@ -9,15 +9,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..conf import settings
-from ..models import Job, JobRun, JobState, RunOutcome, Worker
+from ..models import DbNow, Job, JobRun, JobState, RunOutcome, Worker
 from .display import STATE_LABELS, state_q
 
 COUNT_KEYS = list(STATE_LABELS)
@@ -57,10 +66,15 @@ def in_progress_count() -> Coalesce:
     return Coalesce(Subquery(running, output_field=IntegerField()), Value(0))
 
 
+def is_alive() -> ExpressionWrapper:
+    """Whether a worker row's own expiry has not passed, by the database's clock."""
+    return ExpressionWrapper(Q(expires_at__gte=DbNow()), output_field=BooleanField())
+
+
 def live_workers(using: str) -> QuerySet[Worker]:
     return (
         Worker.objects.using(using)
-        .alive(settings.stale_worker_after)
+        .alive()
         .annotate(in_progress=in_progress_count())
         .order_by("hostname", "pid")[:WORKERS_SHOWN]
     )

@@ -273,7 +273,6 @@ class JobViewsMixin(_Base):
             "refresh_seconds": REFRESH_SECONDS,
             "refresh_toggle_url": query_string(refresh="" if refresh else "1"),
             "workers": workers,
-            "stale_after": int(settings.stale_worker_after),
             "workers_url": reverse(f"{self.admin_site.name}:django_jobs_worker_changelist"),
             "runs_url": reverse(f"{self.admin_site.name}:django_jobs_jobrun_changelist"),
         }
