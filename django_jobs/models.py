@@ -365,7 +365,8 @@ class Job(models.Model):
             # Flip the state first: a worker's claim can no longer take the row once it is
             # cancelled, so the delete below never removes a job that started meanwhile.
             self._transition("cancel", "cancel", state=JobState.CANCELLED)
-            Job.objects.using(self._state.db).filter(pk=self.pk).delete()
+            # Only the key: a row whose data Python cannot load can still be cancelled.
+            Job.objects.using(self._state.db).filter(pk=self.pk).only("pk").delete()
 
 
 def _woken(job: Job, fields: dict[str, Any]) -> Job:

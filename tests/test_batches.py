@@ -188,11 +188,11 @@ def test_an_outcome_the_database_refuses_does_not_hold_back_the_others(caplog):
         entry = Running(job, run)
         entry.outcome = Outcome(job, run, result="fine" if job.pk == good.pk else "nul\x00")
         worker._running[(job.pk, job.lock_token)] = entry
-        worker._outcomes.append(entry)
+        worker._outbox.put(entry)
     worker._write_outcomes()
 
     assert Job.objects.get(pk=good.pk).state == JobState.SUCCEEDED
     # The refused one keeps its lock; it expires and the job is recovered.
     assert Job.objects.get(pk=bad.pk).state == JobState.RUNNING
-    assert not worker._running and not worker._outcomes
+    assert not worker._running and not worker._outbox
     assert f"Could not record the outcome of job record #{bad.pk}" in caplog.text

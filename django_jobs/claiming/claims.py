@@ -147,22 +147,22 @@ def claim_strategy(connection: Any) -> Callable[[_ClaimRequest], list[tuple[Job,
     return _claim_compare_and_set
 
 
-def _claimable_sql(
-    connection: Any, request: _ClaimRequest, now_sql: str
-) -> tuple[str, str, list[Any]]:
-    """The WHERE and ORDER BY of the claim query, as claimable() has them, with parameters."""
+def _where_sql(connection: Any, queryset: JobQuerySet) -> tuple[str, list[Any]]:
+    """A queryset's WHERE compiled for `connection`: the raw claims test exactly what the
+    ORM's due() and claimable() test, written once in models.py and here."""
+    compiler = queryset.query.get_compiler(connection=connection)
+    sql, params = compiler.compile(queryset.query.where)
+    return sql, [getattr(value, "value", value) for value in params]  # enum members -> str
+
+
+def _claimable_sql(connection: Any, request: _ClaimRequest) -> tuple[str, str, list[Any]]:
+    """The WHERE and ORDER BY of the claim query, compiled from claimable(), with parameters."""
     c = quoted_columns(Job, connection)
-    where = [f"{c['state']} = %s", f"{c['enabled']} = %s", f"{c['next_run_at']} <= {now_sql}"]
-    if request.queues:
-        where.append(f"{c['queue']} IN ({', '.join(['%s'] * len(request.queues))})")
-    if request.exclude:
-        where.append(f"{c['name']} NOT IN ({', '.join(['%s'] * len(request.exclude))})")
+    where, params = _where_sql(
+        connection, claimable(request.using, request.queues, request.exclude)
+    )
     order = f"{c['priority']} DESC, {c['next_run_at']}, {c['id']}"
-    return " AND ".join(where), order, _claimable_params(request)
-
-
-def _claimable_params(request: _ClaimRequest) -> list[Any]:
-    return [JobState.SCHEDULED.value, True, *request.queues, *request.exclude]
+    return where, order, params
 
 
 def _new_run(job: Job, request: _ClaimRequest) -> JobRun:
@@ -217,7 +217,7 @@ def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str,
     c = quoted_columns(Job, connection)
     job_table = qn(Job._meta.db_table)
     now = "STATEMENT_TIMESTAMP()"
-    where, order, _ = _claimable_sql(connection, request, now)
+    where, order, _ = _claimable_sql(connection, request)
     job_fields = Job._meta.concrete_fields
     returning = ", ".join(f"j.{qn(f.column)}" for f in job_fields)
     assignments, _ = _assignments(c, _pg_lock_fields(request, c))
@@ -258,19 +258,19 @@ def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str,
     return sql, run_fields
 
 
-_PG_CLAIMS: dict[tuple[int, int], tuple[str, list[Any]]] = {}
+_PG_CLAIMS: dict[str, tuple[str, list[Any]]] = {}
 
 
 def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """One statement: lock with SKIP LOCKED, update, insert the runs, return everything."""
     connection = connections[request.using]
-    key = (len(request.queues), len(request.exclude))
-    if key not in _PG_CLAIMS:
-        _PG_CLAIMS[key] = _postgresql_claim_sql(connection, request)
-    sql, run_fields = _PG_CLAIMS[key]
+    where, _, where_params = _claimable_sql(connection, request)
+    if where not in _PG_CLAIMS:
+        _PG_CLAIMS[where] = _postgresql_claim_sql(connection, request)
+    sql, run_fields = _PG_CLAIMS[where]
     c = quoted_columns(Job, connection)
     _, set_params = _assignments(c, _pg_lock_fields(request, c))
-    params: list[Any] = [*set_params, *_claimable_params(request), request.limit]
+    params: list[Any] = [*set_params, *where_params, request.limit]
     given = {"outcome": RunOutcome.RUNNING.value, "worker_id": request.worker_id}
     for f in run_fields:
         # Fields added later get their model default, as the ORM would insert it.
@@ -298,16 +298,14 @@ def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     job_table = qn(Job._meta.db_table)
     # Django's Now() on SQLite; "%%" because parameters follow.
     now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
-    where, order, where_params = _claimable_sql(connection, request, now)
+    where, order, where_params = _claimable_sql(connection, request)
     # SQLite looks for due rows through the claim index, priority first, and would read every
     # future row when nothing is due. This cheap test, in due-time order, stops at the first
     # due row, and a LIMIT of 0 ends the scan before it starts: an idle poll costs the same
     # with a million future jobs as with ten (a plain AND EXISTS is still checked per row).
     next_run_idx = qn("django_jobs_next_run_idx")
-    anything_due = (
-        f"EXISTS (SELECT 1 FROM {job_table} INDEXED BY {next_run_idx} "
-        f"WHERE {c['next_run_at']} <= {now} AND {c['state']} = %s AND {c['enabled']} = %s)"
-    )
+    due, due_params = _where_sql(connection, Job.objects.using(request.using).due())
+    anything_due = f"EXISTS (SELECT 1 FROM {job_table} INDEXED BY {next_run_idx} WHERE {due})"
     job_fields = Job._meta.concrete_fields
     assignments, set_params = _assignments(
         c,
@@ -327,7 +325,7 @@ def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
         f"ORDER BY {order} LIMIT (CASE WHEN {anything_due} THEN %s ELSE 0 END)) "
         f"RETURNING {', '.join(qn(column_name(f)) for f in job_fields)}"
     )
-    params = [*set_params, *where_params, JobState.SCHEDULED.value, True, request.limit]
+    params = [*set_params, *where_params, *due_params, request.limit]
     with write_transaction(request.using):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
