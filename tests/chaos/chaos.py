@@ -461,7 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"chaos.py: {exc} received; stopping every worker.", file=sys.stderr)
         return 130
-    except SystemExit:
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a refusal with its reason: the run was not made
+            print(exc.code, file=sys.stderr)
+            return EXIT_ERROR
         raise
     except BaseException:
         traceback.print_exc()
