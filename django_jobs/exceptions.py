@@ -17,8 +17,16 @@ class InvalidJobData(JobsError, ValueError):
     """Job data that cannot be stored as JSON."""
 
 
-class InvalidJobDefinition(JobsError, ValueError):
+class InvalidOption(JobsError, ValueError):
+    """An option (priority, queue, unique key, attempts, lifetime, ...) outside its bound."""
+
+
+class InvalidJobDefinition(InvalidOption):
     """A @job(...) declaration with a bad option."""
+
+
+class JobNotFound(JobsError, LookupError):
+    """No job has the id that was asked for (it finished and was purged, or never existed)."""
 
 
 class JobStateError(JobsError):

@@ -27,6 +27,8 @@ Time rules:
   from ``scheduled_at``; if that is not after ``now``, runs were missed and the schedule skips
   to its first slot after ``now``, so missed runs fire once (the overdue run itself).
 - ``parse_when("in N days")`` is absolute (N * 24 hours); it has no timezone to be calendar in.
+- Every instant ``parse_when`` returns lies within ``validation.MIN_WHEN .. MAX_WHEN``; an
+  interval is at most ``validation.MAX_INTERVAL`` (100 years).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from django_jobs.exceptions import InvalidSchedule
+from django_jobs.validation import (
+    MAX_INTERVAL,
+    MAX_WHEN,
+    SCHEDULE_MAX_LENGTH,
+    TIMEZONE_MAX_LENGTH,
+    check_when,
+    shown,
+)
 
 __all__ = [
     "UNITS",
@@ -93,14 +103,14 @@ _WEEKDAY_NAMES = {name[:3].upper(): index for index, name in enumerate(_WEEKDAYS
 
 def get_timezone(name: str) -> ZoneInfo:
     """Return the ZoneInfo for an IANA timezone name, or raise InvalidSchedule."""
-    if isinstance(name, str) and name:
+    if isinstance(name, str) and name and len(name) <= TIMEZONE_MAX_LENGTH:
         try:
             return ZoneInfo(name)
         # ZoneInfo raises ValueError for malformed keys and OSError for directories ("Europe").
         except (ZoneInfoNotFoundError, ValueError, OSError):
             pass
     raise InvalidSchedule(
-        f"Unknown timezone {name!r}. Use an IANA name such as 'Europe/Paris' or 'UTC'."
+        f"Unknown timezone {shown(name)}. Use an IANA name such as 'Europe/Paris' or 'UTC'."
     )
 
 
@@ -114,40 +124,63 @@ def _require_aware(value: datetime, name: str) -> None:
 
 
 def parse_when(when: datetime | timedelta | str, *, now: datetime) -> datetime:
-    """Turn a "when" value into an aware datetime.
+    """Turn a "when" value into an aware datetime within MIN_WHEN .. MAX_WHEN.
 
     Accepts an aware datetime (returned as is), a timedelta (added to ``now``; negative means
     due now), ``"now"``, ``"in N seconds|minutes|hours|days|weeks"`` (absolute time, singular
     units accepted, case-insensitive) and an ISO 8601 string with an offset or ``Z``.
-    Naive datetimes and ISO strings without an offset are rejected rather than guessed.
+    Naive datetimes and ISO strings without an offset are rejected rather than guessed, and
+    so are instants outside the range the databases store (see validation.check_when).
     """
     _require_aware(now, "now")
+    return check_when(_parse_when(when, now), value=when)
+
+
+def _parse_when(when: datetime | timedelta | str, now: datetime) -> datetime:
+    """parse_when() without the range check; out-of-range arithmetic gives a sentinel."""
     if isinstance(when, datetime):
         if when.utcoffset() is None:
             raise _naive_when(when)
         return when
     if isinstance(when, timedelta):
-        return now + when
+        return _plus(now, when)
     if isinstance(when, str):
         text = when.strip()
         if text.lower() == "now":
             return now
+        if match := _IN_RE.fullmatch(text):
+            try:
+                delta = UNITS[match[2].lower()](int(match[1]))
+            # OverflowError: past timedelta.max; ValueError: more digits than int() reads.
+            except (OverflowError, ValueError):
+                return _OUT_OF_RANGE
+            return _plus(now, delta)
         try:
-            if match := _IN_RE.fullmatch(text):
-                return now + UNITS[match[2].lower()](int(match[1]))
             parsed = datetime.fromisoformat(text)
-        # OverflowError: "in 99999999999 days" is past datetime.max.
-        except (ValueError, OverflowError):
+        except ValueError:
             pass
         else:
             if parsed.utcoffset() is None:
                 raise _naive_when(when)
             return parsed
     raise InvalidSchedule(
-        f"Cannot understand when={when!r}. Use an aware datetime, a timedelta, 'now', "
+        f"Cannot understand when={shown(when)}. Use an aware datetime, a timedelta, 'now', "
         "'in N seconds|minutes|hours|days|weeks', or an ISO 8601 string with an offset such as "
         "'2026-12-01T09:00:00+01:00'."
     )
+
+
+# What a "when" past datetime's own range becomes, so that check_when refuses it with the
+# range in the message.
+_OUT_OF_RANGE = datetime.max.replace(tzinfo=UTC)
+
+
+def _plus(now: datetime, delta: timedelta) -> datetime:
+    """now + delta, or a sentinel past MAX_WHEN (or before MIN_WHEN) when it overflows."""
+    try:
+        return now + delta
+    except OverflowError:
+        return _OUT_OF_RANGE if delta > timedelta(0) else datetime.min.replace(tzinfo=UTC)
 
 
 def _naive_when(when: datetime | str) -> InvalidSchedule:
@@ -323,6 +356,8 @@ def parse_schedule(expression: str) -> Schedule:
     if not isinstance(expression, str):
         raise _invalid(expression)
     text = " ".join(expression.split())
+    if len(text) > SCHEDULE_MAX_LENGTH:
+        raise _invalid(text, f"longer than {SCHEDULE_MAX_LENGTH} characters")
     if text.lower().startswith("every"):
         return _parse_interval(text)
     return _parse_cron(text)
@@ -332,8 +367,8 @@ def _invalid(expression: object, reason: str | None = None) -> InvalidSchedule:
     """Build the generic "invalid schedule" error, with the precise reason if known."""
     suffix = f" ({reason})" if reason else ""
     return InvalidSchedule(
-        f"Invalid schedule {expression!r}: not a valid cron expression ({_CRON_FIELDS}) nor an "
-        f"interval such as 'every 5 minutes'{suffix}."
+        f"Invalid schedule {shown(expression)}: not a valid cron expression ({_CRON_FIELDS}) "
+        f"nor an interval such as 'every 5 minutes'{suffix}."
     )
 
 
@@ -353,7 +388,12 @@ def _parse_interval(text: str) -> IntervalSchedule:
     try:
         interval = UNITS[unit](count)
     except OverflowError:
-        raise _invalid(text, "the interval is too large") from None
+        interval = MAX_INTERVAL + timedelta(days=1)
+    if interval > MAX_INTERVAL:
+        raise InvalidSchedule(
+            f"Invalid schedule {text!r}: the interval is longer than {MAX_INTERVAL.days} days "
+            "(100 years); use a shorter one, or a cron expression."
+        )
     return IntervalSchedule(
         expression=text.lower(), interval=interval, calendar=unit in CALENDAR_UNITS
     )
@@ -402,11 +442,28 @@ def next_run(
     not after ``now``, runs were missed: they are not replayed, and the schedule resumes at its
     first slot after ``now`` (intervals keep their anchor: ``scheduled_at + k * interval``).
     With ``scheduled_at=None`` (a definition's first sync) it is the first slot after ``now``.
+    A next run past ``validation.MAX_WHEN`` raises InvalidSchedule.
     """
     _require_aware(now, "now")
+    if scheduled_at is not None:
+        _require_aware(scheduled_at, "scheduled_at")
+    try:
+        run = _next_run(schedule, scheduled_at=scheduled_at, now=now, tz=tz)
+    except OverflowError:
+        run = _OUT_OF_RANGE
+    if run > MAX_WHEN:
+        raise InvalidSchedule(
+            f"Schedule {schedule.expression!r} has no run after {now.isoformat()} before "
+            f"{MAX_WHEN.isoformat()}, the last time django_jobs can store; give it an earlier run."
+        )
+    return run
+
+
+def _next_run(
+    schedule: Schedule, *, scheduled_at: datetime | None, now: datetime, tz: ZoneInfo
+) -> datetime:
     if scheduled_at is None:
         return schedule.next_after(now, tz)
-    _require_aware(scheduled_at, "scheduled_at")
     if isinstance(schedule, IntervalSchedule):
         return schedule.first_slot_after(scheduled_at, max(scheduled_at, now), tz)
     run = schedule.next_after(scheduled_at, tz)
@@ -419,13 +476,19 @@ def upcoming(
     """Return the next ``count`` runs in UTC, each flagged True if a DST change precedes it.
 
     The flag compares the run's UTC offset in ``tz`` with the previous run's (for the first
-    run, with the offset at ``after``).
+    run, with the offset at ``after``). Runs past ``validation.MAX_WHEN`` are left out.
     """
     _require_aware(after, "after")
     runs: list[tuple[datetime, bool]] = []
     offset = after.astimezone(tz).utcoffset()
-    for run in islice(schedule.runs_after(after, tz), count):
-        run_offset = run.astimezone(tz).utcoffset()
-        runs.append((run, run_offset != offset))
-        offset = run_offset
+    try:
+        for run in islice(schedule.runs_after(after, tz), count):
+            if run > MAX_WHEN:
+                break
+            run_offset = run.astimezone(tz).utcoffset()
+            runs.append((run, run_offset != offset))
+            offset = run_offset
+    # Near year 9999 the next slot is past what datetime holds: there are no more runs.
+    except (OverflowError, InvalidSchedule):
+        pass
     return runs

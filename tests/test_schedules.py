@@ -121,7 +121,6 @@ def test_parse_when_naive(when: datetime | str, shown: str) -> None:
         "in -5 minutes",
         "in 1.5 hours",
         "in",
-        "in 99999999999 days",
         42,
         None,
     ],
@@ -134,6 +133,38 @@ def test_parse_when_not_understood(when: object) -> None:
         "'in N seconds|minutes|hours|days|weeks', or an ISO 8601 string with an offset such as "
         "'2026-12-01T09:00:00+01:00'."
     )
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "in 99999999999 days",  # past timedelta.max
+        "in 999999999 days",  # past datetime.max
+        "in " + "9" * 5000 + " days",  # more digits than int() reads
+        timedelta(days=10**8),
+        -timedelta(days=10**6),
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-12:00",
+        datetime(1899, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(9999, 12, 30, 0, 0, 1, tzinfo=UTC),
+    ],
+)
+def test_parse_when_out_of_range(when: object) -> None:
+    with pytest.raises(InvalidSchedule) as info:
+        parse_when(when, now=NOW)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "is outside the times django_jobs can store, 1900-01-01T00:00:00+00:00 to " in message
+    assert "9999-12-30T00:00:00+00:00 (UTC)" in message
+
+
+def test_parse_when_at_the_bounds() -> None:
+    earliest = datetime(1900, 1, 1, tzinfo=UTC)
+    latest = datetime(9999, 12, 30, tzinfo=UTC)
+    assert parse_when(earliest, now=NOW) is earliest
+    assert parse_when("9999-12-30T00:00:00Z", now=NOW) == latest
+    # The same instants in any offset.
+    assert parse_when("1900-01-01T01:00:00+01:00", now=NOW) == earliest
+    assert parse_when(latest - NOW, now=NOW) == latest
 
 
 def test_invalid_schedule_is_a_jobs_error_and_value_error() -> None:
@@ -213,7 +244,9 @@ def test_parse_interval(
         ("* * * * * *", "it has 6 fields, but only 5-field cron expressions"),
         ("0 0 3 * * * 2026", "it has 7 fields, but only 5-field cron expressions"),
         ("every 0 minutes", "the interval is 0"),
-        ("every 99999999999 days", "(the interval is too large)"),
+        ("every 99999999999 days", "the interval is longer than 36525 days (100 years)"),
+        ("every 36526 days", "the interval is longer than 36525 days (100 years)"),
+        (",".join(["0"] * 120) + " * * * *", "(longer than 200 characters)"),
         ("0 0 30 2 *", "never matches a date"),
         ("R 3 * * *", "random 'R' fields"),
     ],
