@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,42 +10,22 @@ from django.db import transaction
 from django.utils import timezone
 
 from .conf import settings
-from .exceptions import InvalidJobData, JobStateError
+from .exceptions import InvalidOption, JobNotFound, JobStateError
 from .models import Job, JobState
-from .registry import check_queue, parse_priority, registry
+from .registry import registry
 from .schedules import parse_when
+from .validation import (
+    ATTEMPTS,
+    check_job_id,
+    check_job_name,
+    check_json,
+    check_priority,
+    check_queue,
+    check_unique_key,
+    shown,
+)
 
 When = datetime | timedelta | str
-
-
-def check_json(value: Any, path: str = "data") -> None:
-    """Refuse anything JSON cannot store, naming where it is."""
-    if value is None or isinstance(value, bool | int | str):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidJobData(
-                f"{path} is {value!r}, which JSON cannot store. Use a finite number or None."
-            )
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidJobData(
-                    f"{path} has the key {key!r} of type {type(key).__name__}; JSON keys are "
-                    f"strings. Use {str(key)!r} instead."
-                )
-            check_json(item, f"{path}[{key!r}]")
-        return
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            check_json(item, f"{path}[{index}]")
-        return
-    raise InvalidJobData(
-        f"{path} is a {type(value).__name__} ({value!r:.60}), which is not JSON. Store a string, "
-        "number, boolean, None, list or dict instead (e.g. value.isoformat() for a datetime, "
-        "or the object's id)."
-    )
 
 
 def _job_fields(
@@ -58,19 +37,20 @@ def _job_fields(
     queue: str | None,
     max_attempts: int | None,
 ) -> dict[str, Any]:
+    """The checked fields of a new job row; raises a JobsError for any value out of bounds."""
     definition = registry[name]
     data = {} if data is None else data
     check_json(data)
-    if max_attempts is not None and (
-        isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
-    ):
-        raise InvalidJobData(f"Invalid max_attempts={max_attempts!r}. Use an integer of 1 or more.")
     return {
         "name": name,
         "data": data,
-        "queue": check_queue(queue) if queue is not None else definition.queue,
-        "priority": parse_priority(priority) if priority is not None else definition.priority,
-        "max_attempts": max_attempts or definition.max_attempts,
+        "queue": definition.queue if queue is None else check_queue(queue),
+        "priority": definition.priority if priority is None else check_priority(priority),
+        "max_attempts": (
+            definition.max_attempts
+            if max_attempts is None
+            else ATTEMPTS.check("max_attempts", max_attempts)
+        ),
         "next_run_at": parse_when(when, now=timezone.now()),
     }
 
@@ -97,6 +77,8 @@ def schedule(
     fields = _job_fields(
         when, name, data, priority=priority, queue=queue, max_attempts=max_attempts
     )
+    if unique_key is not None:
+        check_unique_key(unique_key)
     db = using or settings.DATABASE
     job, _ = Job.objects.using(db).create_job(unique_key=unique_key, **fields)
     return job
@@ -111,10 +93,19 @@ def schedule_many(
     jobs: Iterable[tuple[When, str, Any]], *, using: str | None = None, batch_size: int = 1000
 ) -> list[Job]:
     """Schedule many (when, name, data) jobs with one INSERT per batch; all are checked first."""
-    rows = [
-        Job(**_job_fields(when, name, data, priority=None, queue=None, max_attempts=None))
-        for when, name, data in jobs
-    ]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidOption(f"Invalid batch_size={batch_size!r}. Use a whole number of 1 or more.")
+    rows = []
+    for index, item in enumerate(jobs):
+        if not isinstance(item, tuple | list) or len(item) != 3:
+            raise InvalidOption(
+                f"Item {index} of schedule_many() is {shown(item)}; each item is a "
+                "(when, name, data) tuple."
+            )
+        when, name, data = item
+        rows.append(
+            Job(**_job_fields(when, name, data, priority=None, queue=None, max_attempts=None))
+        )
     db = using or settings.DATABASE
     return Job.objects.using(db).create_jobs(rows, batch_size=batch_size)
 
@@ -129,15 +120,31 @@ def cancel(
     """Delete jobs that are waiting to run; returns how many. Running jobs are left alone.
 
     Pass a job (or its id), a unique_key, or a name (every waiting job of that name). A job
-    passed by itself that is running or finished raises JobStateError.
+    passed by itself that is running or finished raises JobStateError; an id that no job has
+    raises JobNotFound (a LookupError). An id is a whole number: a float, a string or bytes
+    raise InvalidOption.
     """
     db = using or settings.DATABASE
     if job is not None:
-        instance = job if isinstance(job, Job) else Job.objects.using(db).get(pk=job)
+        if isinstance(job, Job):
+            instance = job
+        else:
+            pk = check_job_id(job)
+            try:
+                instance = Job.objects.using(db).get(pk=pk)
+            except Job.DoesNotExist:
+                raise JobNotFound(
+                    f"No job has the id {pk}, so nothing was cancelled; it may have finished "
+                    "and been purged, or been cancelled already."
+                ) from None
         instance.cancel()
         return 1
     if unique_key is None and name is None:
         raise JobStateError("cancel() needs a job, a unique_key or a name.")
+    if unique_key is not None:
+        check_unique_key(unique_key, reserved=True)
+    if name is not None:
+        check_job_name(name)
     waiting = Job.objects.using(db).filter(state=JobState.SCHEDULED)
     if unique_key is not None:
         waiting = waiting.filter(unique_key=unique_key)

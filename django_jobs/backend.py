@@ -20,11 +20,17 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 
-from .api import check_json
 from .conf import settings
-from .exceptions import InvalidJobData, InvalidTaskArguments, UnknownTask
+from .exceptions import (
+    InvalidJobData,
+    InvalidOption,
+    InvalidSchedule,
+    InvalidTaskArguments,
+    JobsError,
+    UnknownTask,
+)
 from .models import Job, JobRun, JobState, RunOutcome
-from .registry import NAME_MAX_LENGTH, QUEUE_MAX_LENGTH, JobDefinition
+from .registry import JobDefinition
 from .signals import job_failed, job_succeeded
 from .tasks_compat import (
     BaseTaskBackend,
@@ -40,6 +46,17 @@ from .tasks_compat import (
     task_enqueued,
     task_finished,
     task_started,
+)
+from .validation import (
+    ATTEMPTS,
+    BACKOFF,
+    NAME_MAX_LENGTH,
+    QUEUE_RULE,
+    check_json,
+    check_nesting,
+    check_queue,
+    check_when,
+    shown,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,6 +74,14 @@ OPTIONS = ("MAX_ATTEMPTS", "BACKOFF")
 DEFAULT_MAX_ATTEMPTS = 1  # Django's tasks are not retried unless the project asks for it
 WORKER_LOST = "django_jobs.exceptions.WorkerLost"
 UNKNOWN_ERROR = "builtins.Exception"  # for an error stored without its exception class
+
+
+class InvalidTaskOption(InvalidTask, InvalidOption):
+    """A task option a Job row cannot hold: the framework's InvalidTask, and a JobsError."""
+
+
+class InvalidTaskTime(InvalidTask, InvalidSchedule):
+    """A run_after outside the times django_jobs stores: InvalidTask, and a JobsError."""
 
 
 class JobsBackend(BaseTaskBackend):
@@ -85,37 +110,41 @@ class JobsBackend(BaseTaskBackend):
                 f"Known keys: {', '.join(OPTIONS)}."
             )
         self.max_attempts = self.options.get("MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
-        if not _is_number(self.max_attempts, whole=True) or self.max_attempts < 1:
+        if not ATTEMPTS.accepts(self.max_attempts):
             raise InvalidTaskBackend(
-                f"{where}['OPTIONS']['MAX_ATTEMPTS'] is {self.max_attempts!r}. "
-                "Use an integer of 1 or more (1 runs a task once, without retries)."
+                f"{where}['OPTIONS']['MAX_ATTEMPTS'] is {shown(self.max_attempts)}. Use "
+                f"{ATTEMPTS.describe()} (1 runs a task once, without retries)."
             )
         self.backoff = self.options.get("BACKOFF", settings.BACKOFF_BASE)
-        if not _is_number(self.backoff) or not self.backoff > 0:
+        if not BACKOFF.accepts(self.backoff):
             raise InvalidTaskBackend(
-                f"{where}['OPTIONS']['BACKOFF'] is {self.backoff!r}. "
-                "Use a positive number of seconds."
+                f"{where}['OPTIONS']['BACKOFF'] is {shown(self.backoff)}. Use {BACKOFF.describe()}."
             )
         for queue in self.queues:
-            if not isinstance(queue, str) or not queue or len(queue) > QUEUE_MAX_LENGTH:
+            try:
+                check_queue(queue)
+            except JobsError:
                 raise InvalidTaskBackend(
-                    f"{where}['QUEUES'] has the invalid queue {queue!r}. Use non-empty names of "
-                    f"at most {QUEUE_MAX_LENGTH} characters."
-                )
+                    f"{where}['QUEUES'] has the invalid queue {shown(queue)}. Use {QUEUE_RULE}."
+                ) from None
 
     def validate_task(self, task: Task) -> None:
-        """The framework's checks, plus the limits of a Job row."""
+        """The framework's checks, plus the bounds of a Job row (validation.py)."""
         super().validate_task(task)
         if len(task.module_path) > NAME_MAX_LENGTH:
-            raise InvalidTask(
+            raise InvalidTaskOption(
                 f"Task path {task.module_path!r} is longer than {NAME_MAX_LENGTH} characters; "
                 "use a shorter module or function name."
             )
-        if not task.queue_name or len(task.queue_name) > QUEUE_MAX_LENGTH:
-            raise InvalidTask(
-                f"Queue name {task.queue_name!r} is not a non-empty name of at most "
-                f"{QUEUE_MAX_LENGTH} characters."
-            )
+        try:
+            check_queue(task.queue_name)
+        except JobsError as exc:
+            raise InvalidTaskOption(str(exc)) from None
+        if task.run_after is not None:
+            try:
+                check_when(task.run_after, name="run_after")
+            except JobsError as exc:
+                raise InvalidTaskTime(str(exc)) from None
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         """Store the task as a Job row, due at its run_after (or now)."""
@@ -131,6 +160,10 @@ class JobsBackend(BaseTaskBackend):
             "args": _json_arguments("args", list(args)),
             "kwargs": _json_arguments("kwargs", dict(kwargs)),
         }
+        try:
+            check_json(data)  # args and kwargs were each checked; this bounds their sum
+        except InvalidJobData as exc:
+            raise InvalidTaskArguments(str(exc)) from exc
         if task.run_after is not None:
             data["run_after"] = task.run_after.isoformat()
         job, _ = Job.objects.using(settings.DATABASE).create_job(
@@ -155,12 +188,6 @@ class JobsBackend(BaseTaskBackend):
         return build_result(job, load_task(job))
 
 
-def _is_number(value: Any, *, whole: bool = False) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) if whole else isinstance(value, int | float)
-
-
 def _import(path: str) -> Any:
     try:
         return import_string(path)
@@ -174,15 +201,15 @@ def _import(path: str) -> Any:
 def _json_arguments(path: str, value: Any) -> Any:
     """Arguments as JSON, the way the framework normalizes them (tuples become lists)."""
     try:
-        normalized = normalize_json(value)
-    except (TypeError, ValueError) as exc:
+        # normalize_json recurses: refuse deep nesting before it can hit the recursion limit.
+        check_nesting(value, path)
         try:
-            check_json(value, path)
-        except InvalidJobData as named:
-            raise InvalidTaskArguments(str(named)) from exc
-        raise
-    try:
-        check_json(normalized, path)  # NaN, infinity and non-string keys survive normalize_json
+            normalized = normalize_json(value)
+        except (TypeError, ValueError) as exc:
+            check_json(value, path)  # names the offending value
+            raise InvalidTaskArguments(f"{path} cannot be stored as JSON: {exc}.") from exc
+        # NaN, infinity, huge integers, NUL and non-string keys survive normalize_json.
+        check_json(normalized, path)
     except InvalidJobData as exc:
         raise InvalidTaskArguments(str(exc)) from exc
     return normalized

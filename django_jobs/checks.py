@@ -9,21 +9,16 @@ from django.core.checks import Error, Tags, Warning, register
 from django.db import connections
 
 from .conf import KNOWN_KEYS, JobsSettings, raw_settings
+from .exceptions import JobsError
+from .validation import QUEUE_RULE, SETTINGS_BOUNDS, check_queue, shown
 
-POSITIVE_NUMBERS = (
-    "POLL_INTERVAL",
-    "LOCK_LIFETIME",
-    "BACKOFF_BASE",
-    "BACKOFF_MAX",
-)
-# 0 is a real choice here, as with `runjobs --grace-period 0`: hand running jobs back at once.
-NON_NEGATIVE_NUMBERS = ("GRACE_PERIOD",)
-# None means "derived from LOCK_LIFETIME"; a value <= 0 would make the heartbeat spin.
-OPTIONAL_POSITIVE_NUMBERS = ("HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+# None means "derived from LOCK_LIFETIME".
+OPTIONAL = frozenset({"HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER"})
+HINTS = {
+    # 0 is a real choice here, as with `runjobs --grace-period 0`.
+    "GRACE_PERIOD": " (0: hand running jobs back at once)",
+    "BACKOFF_JITTER": " (the fraction of the delay added at random; 0 for none)",
+}
 
 
 @register(Tags.compatibility)
@@ -46,44 +41,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="django_jobs.E002",
             )
         )
-    for key in NON_NEGATIVE_NUMBERS:
+    # The bounds are validation.py's, as for @job and `runjobs`.
+    for key, bound in SETTINGS_BOUNDS.items():
         value = raw.get(key, getattr(JobsSettings, key))
-        if not _is_number(value) or not value >= 0:  # `not >=` also catches NaN
-            errors.append(
-                Error(
-                    f"DJANGO_JOBS[{key!r}] is {value!r}.",
-                    hint="Use a number of seconds, 0 or more (0: hand running jobs back at once).",
-                    id="django_jobs.E003",
-                )
-            )
-    for key in (*POSITIVE_NUMBERS, *OPTIONAL_POSITIVE_NUMBERS):
-        value = raw.get(key, getattr(JobsSettings, key))
-        if value is None and key in OPTIONAL_POSITIVE_NUMBERS:
+        if value is None and key in OPTIONAL:
             continue
-        if not _is_number(value) or not value > 0:  # `not >` also catches NaN
-            optional = " or None for the default" if key in OPTIONAL_POSITIVE_NUMBERS else ""
+        if not bound.accepts(value):
+            optional = " or None for the default" if key in OPTIONAL else ""
             errors.append(
                 Error(
-                    f"DJANGO_JOBS[{key!r}] is {value!r}.",
-                    hint=f"Use a positive number of seconds{optional}.",
+                    f"DJANGO_JOBS[{key!r}] is {shown(value)}.",
+                    hint=f"Use {bound.describe()}{HINTS.get(key, '')}{optional}.",
                     id="django_jobs.E003",
                 )
             )
-    attempts = raw.get("DEFAULT_MAX_ATTEMPTS", JobsSettings.DEFAULT_MAX_ATTEMPTS)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+    queue = raw.get("DEFAULT_QUEUE", JobsSettings.DEFAULT_QUEUE)
+    try:
+        check_queue(queue)
+    except JobsError:
         errors.append(
             Error(
-                f"DJANGO_JOBS['DEFAULT_MAX_ATTEMPTS'] is {attempts!r}.",
-                hint="Use a whole number of 1 or more.",
-                id="django_jobs.E003",
-            )
-        )
-    jitter = raw.get("BACKOFF_JITTER", JobsSettings.BACKOFF_JITTER)
-    if not _is_number(jitter) or not 0 <= jitter <= 1:
-        errors.append(
-            Error(
-                f"DJANGO_JOBS['BACKOFF_JITTER'] is {jitter!r}.",
-                hint="Use a fraction from 0 (no jitter) to 1.",
+                f"DJANGO_JOBS['DEFAULT_QUEUE'] is {shown(queue)}.",
+                hint=f"Use {QUEUE_RULE}, such as 'default'.",
                 id="django_jobs.E003",
             )
         )
@@ -108,14 +87,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         connection = connections[alias]
         if connection.vendor == "sqlite":
             options = connection.settings_dict.get("OPTIONS", {})
+            # Advice about speed only: the workers' own writes take SQLite's write lock up
+            # front, so any number of them work on Django's default settings.
             if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
                 errors.append(
                     Warning(
-                        "The SQLite database of django_jobs is not in IMMEDIATE transaction mode.",
+                        "The SQLite database of django_jobs is not in IMMEDIATE transaction "
+                        "mode, so several workers wait on each other more than they need to.",
                         hint=(
-                            "Add 'OPTIONS': {'transaction_mode': 'IMMEDIATE', 'timeout': 20, "
-                            "'init_command': 'PRAGMA journal_mode=WAL'} so several workers "
-                            "do not fail with 'database is locked'."
+                            "For speed, add 'OPTIONS': {'transaction_mode': 'IMMEDIATE', "
+                            "'timeout': 20, 'init_command': 'PRAGMA journal_mode=WAL'}: WAL "
+                            "lets readers run beside a writer and IMMEDIATE spares the retries "
+                            "of deferred transactions. Workers are correct without them."
                         ),
                         id="django_jobs.W001",
                     )

@@ -1,7 +1,8 @@
 """Admin forms: create a job, reschedule jobs (a new time, or a new schedule for recurring ones).
 
-Validation reuses the functions of the API (check_json, parse_when, parse_schedule, ...), so a
-value the admin accepts is one that django_jobs.api.schedule() accepts too.
+Validation is django_jobs.validation's (check_json, check_when, check_queue, ...) and
+parse_when/parse_schedule's, as for the API, so a value the admin accepts is one that
+django_jobs.api.schedule() accepts too, and any value it refuses is a form error, never a 500.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
@@ -19,8 +21,20 @@ from . import api
 from .conf import settings
 from .exceptions import JobsError
 from .models import Job
-from .registry import MAX_PRIORITY, MIN_PRIORITY, check_queue, registry
+from .registry import registry
 from .schedules import Schedule, get_timezone, parse_schedule, parse_when
+from .validation import (
+    MAX_JSON_DEPTH,
+    MAX_JSON_INT,
+    MAX_PRIORITY,
+    MIN_JSON_INT,
+    MIN_PRIORITY,
+    QUEUE_MAX_LENGTH,
+    check_json,
+    check_json_text,
+    check_queue,
+    check_when,
+)
 
 WHEN_HELP = _(
     '"now", "in 10 minutes" (seconds, minutes, hours, days or weeks), or a date and time such as '
@@ -45,14 +59,56 @@ def parse_admin_when(value: str) -> datetime:
             naive = None
         if naive is None or timezone.is_aware(naive):
             raise ValidationError(str(exc), code="invalid") from exc
-        return timezone.make_aware(naive)
+    try:
+        return check_when(timezone.make_aware(naive), value=value)
+    except JobsError as exc:
+        raise ValidationError(str(exc), code="invalid") from exc
+
+
+class DataField(forms.JSONField):
+    """A JSONField whose text is bounded before it is parsed, so no input makes the page fail.
+
+    Django's JSONField lets RecursionError (deep nesting) and ValueError (an integer of more
+    than 4300 digits) through, which would be a 500; here they are form errors.
+    """
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and value not in self.empty_values:
+            try:
+                check_json_text(value)
+            except JobsError as exc:
+                raise ValidationError(str(exc), code="invalid") from exc
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError(
+                _("data is nested more than %(depth)d levels deep; flatten it."),
+                code="invalid",
+                params={"depth": MAX_JSON_DEPTH},
+            ) from None
+        except ValueError:
+            raise ValidationError(
+                _(
+                    "data holds an integer too long to read; integers must lie within "
+                    "%(low)d and %(high)d. Store longer numbers as strings."
+                ),
+                code="invalid",
+                params={"low": MIN_JSON_INT, "high": MAX_JSON_INT},
+            ) from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again after an error exactly as typed: parsing it again could recurse too
+        # deep, and dumping it again could write lone surrogates the page cannot encode.
+        if isinstance(data, str) and not self.disabled:
+            return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
 
 
 class CreateJobForm(forms.Form):
     """Schedule a registered job; the name is picked from the registry, never typed."""
 
     name = forms.ChoiceField(label=_("Job"), choices=())
-    data = forms.JSONField(  # type: ignore[assignment]  # the metaclass takes it off the class
+    data = DataField(  # type: ignore[assignment]  # the metaclass takes it off the class
         label=_("Data"),
         required=False,
         initial=dict,
@@ -70,7 +126,7 @@ class CreateJobForm(forms.Form):
     queue = forms.CharField(
         label=_("Queue"),
         required=False,
-        max_length=100,
+        max_length=QUEUE_MAX_LENGTH,
         help_text=_("Blank: the job's own queue."),
     )
 
@@ -84,7 +140,7 @@ class CreateJobForm(forms.Form):
         data = self.cleaned_data.get("data")
         data = {} if data is None else data
         try:
-            api.check_json(data)
+            check_json(data)
         except JobsError as exc:
             raise ValidationError(str(exc), code="invalid") from exc
         return data

@@ -11,46 +11,21 @@ from typing import Any
 
 from .exceptions import InvalidJobDefinition, InvalidSchedule, UnknownJob
 from .schedules import Schedule, get_timezone, parse_schedule
+from .validation import (
+    ATTEMPTS,
+    BACKOFF,
+    BACKOFF_JITTER,
+    CONCURRENCY,
+    PRIORITIES,
+    check_job_name,
+    check_lock_lifetime,
+    check_priority,
+    check_queue,
+    shown,
+)
 
-PRIORITIES = {"lowest": -20, "low": -10, "normal": 0, "high": 10, "highest": 20}
-MIN_PRIORITY, MAX_PRIORITY = -100, 100  # the range Django's tasks framework uses
-NAME_MAX_LENGTH = 200
-QUEUE_MAX_LENGTH = 100
-
-
-def parse_priority(value: int | str) -> int:
-    """A priority name or an integer from -100 to 100; a higher number runs first."""
-    if isinstance(value, str) and value in PRIORITIES:
-        return PRIORITIES[value]
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if is_int and MIN_PRIORITY <= value <= MAX_PRIORITY:  # type: ignore[operator]
-        return value  # type: ignore[return-value]
-    names = ", ".join(PRIORITIES)
-    raise InvalidJobDefinition(
-        f"Invalid priority {value!r}. Use one of {names} or an integer from "
-        f"{MIN_PRIORITY} to {MAX_PRIORITY} (higher runs first)."
-    )
-
-
-def check_queue(value: str) -> str:
-    """A queue name: a non-empty string of at most 100 characters."""
-    if not isinstance(value, str) or not value or len(value) > QUEUE_MAX_LENGTH:
-        raise InvalidJobDefinition(
-            f"Invalid queue {value!r}. Use a non-empty name of at most {QUEUE_MAX_LENGTH} "
-            "characters, such as 'default' or 'emails'."
-        )
-    return value
-
-
-def _positive(option: str, value: Any, *, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise InvalidJobDefinition(
-            f"Invalid {option}={value!r}. Use a positive number"
-            + (" or None for no limit." if allow_none else ".")
-        )
-    return value
+# The names other modules and the docs knew these by; the rules live in validation.py.
+parse_priority = check_priority
 
 
 @dataclass(frozen=True)
@@ -104,9 +79,10 @@ class Registry:
         return self._definitions.get(name)
 
     def __getitem__(self, name: str) -> JobDefinition:
-        definition = self._definitions.get(name)
+        # A name that is not a string (a list, say) is unhashable or could never be registered.
+        definition = self._definitions.get(name) if isinstance(name, str) else None
         if definition is None:
-            raise UnknownJob(f"Unknown job {name!r}. Registered jobs: {self.names_text()}.")
+            raise UnknownJob(f"Unknown job {shown(name)}. Registered jobs: {self.names_text()}.")
         return definition
 
     def __contains__(self, name: object) -> bool:
@@ -164,47 +140,41 @@ def job(
     """
     from .conf import settings
 
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
-        raise InvalidJobDefinition(
-            f"Invalid job name {name!r}. Use a non-empty string of at most "
-            f"{NAME_MAX_LENGTH} characters, such as 'send-welcome-email'."
-        )
+    check_job_name(name, error=InvalidJobDefinition)
+    where = f" for job {name!r}"
     parsed_schedule = parse_schedule(schedule) if schedule is not None else None
     get_timezone(timezone)
-    if concurrency is not None and (
-        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency <= 0
-    ):
-        raise InvalidJobDefinition(
-            f"Invalid concurrency={concurrency!r} for job {name!r}. Use a positive integer, "
-            "or None for no per-job limit."
+    if concurrency is not None:
+        CONCURRENCY.check(
+            "concurrency",
+            concurrency,
+            where=where,
+            fix=", or None for no per-job limit",
+            error=InvalidJobDefinition,
         )
     attempts = settings.DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise InvalidJobDefinition(
-            f"Invalid max_attempts={attempts!r} for job {name!r}. Use an integer of 1 or more."
-        )
-    if isinstance(lock_lifetime, int | float) and not isinstance(lock_lifetime, bool):
-        _positive("lock_lifetime", lock_lifetime)
-        lock_lifetime = timedelta(seconds=lock_lifetime)
-    elif lock_lifetime is not None and (
-        not isinstance(lock_lifetime, timedelta) or lock_lifetime <= timedelta(0)
-    ):
-        raise InvalidJobDefinition(
-            f"Invalid lock_lifetime={lock_lifetime!r}. Use a positive number of seconds."
-        )
+    ATTEMPTS.check("max_attempts", attempts, where=where, error=InvalidJobDefinition)
+    lifetime = (
+        None
+        if lock_lifetime is None
+        else check_lock_lifetime(lock_lifetime, where=where, error=InvalidJobDefinition)
+    )
     backoff = settings.BACKOFF_BASE if backoff is None else backoff
     backoff_max = settings.BACKOFF_MAX if backoff_max is None else backoff_max
     backoff_jitter = settings.BACKOFF_JITTER if backoff_jitter is None else backoff_jitter
-    _positive("backoff", backoff)
-    _positive("backoff_max", backoff_max)
-    if (
-        isinstance(backoff_jitter, bool)
-        or not isinstance(backoff_jitter, int | float)
-        or not 0 <= backoff_jitter <= 1
-    ):
-        raise InvalidJobDefinition(
-            f"Invalid backoff_jitter={backoff_jitter!r}. Use a fraction from 0 to 1."
-        )
+    BACKOFF.check("backoff", backoff, where=where, error=InvalidJobDefinition)
+    BACKOFF.check("backoff_max", backoff_max, where=where, error=InvalidJobDefinition)
+    BACKOFF_JITTER.check(
+        "backoff_jitter",
+        backoff_jitter,
+        where=where,
+        fix=" (the fraction of the delay added at random)",
+        error=InvalidJobDefinition,
+    )
+    parsed_priority = check_priority(priority, error=InvalidJobDefinition)
+    parsed_queue = check_queue(
+        settings.DEFAULT_QUEUE if queue is None else queue, error=InvalidJobDefinition
+    )
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(func):
@@ -212,10 +182,10 @@ def job(
         definition = JobDefinition(
             name=name,
             func=func,
-            priority=parse_priority(priority),
-            queue=check_queue(settings.DEFAULT_QUEUE if queue is None else queue),
+            priority=parsed_priority,
+            queue=parsed_queue,
             concurrency=concurrency,
-            lock_lifetime=lock_lifetime,  # type: ignore[arg-type]
+            lock_lifetime=lifetime,
             max_attempts=attempts,
             backoff_base=float(backoff),
             backoff_max=float(backoff_max),
@@ -231,4 +201,12 @@ def job(
     return decorator
 
 
-__all__ = ["InvalidSchedule", "JobDefinition", "Registry", "job", "registry"]
+__all__ = [
+    "PRIORITIES",
+    "InvalidSchedule",
+    "JobDefinition",
+    "Registry",
+    "job",
+    "parse_priority",
+    "registry",
+]

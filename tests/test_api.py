@@ -17,6 +17,7 @@ from django_jobs.claiming import Failure, finish
 from django_jobs.exceptions import (
     InvalidJobData,
     InvalidJobDefinition,
+    InvalidOption,
     InvalidSchedule,
     JobsError,
     JobStateError,
@@ -24,11 +25,11 @@ from django_jobs.exceptions import (
 )
 from django_jobs.models import Job, JobState
 from django_jobs.registry import registry
+from tests.claiming_support import claim_jobs
 
 pytestmark = pytest.mark.django_db
 
 CUSTOM = "api-custom"
-from tests.claiming_support import claim_jobs
 
 
 @pytest.fixture
@@ -318,22 +319,25 @@ def test_unknown_job_name_lists_the_registered_names():
 
 @pytest.mark.parametrize("priority", ["urgent", 101, -101, True, 1.5])
 def test_bad_priority(priority):
-    with pytest.raises(InvalidJobDefinition, match=re.escape(f"Invalid priority {priority!r}")):
+    with pytest.raises(InvalidOption, match=re.escape(f"Invalid priority {priority!r}")):
         schedule("now", "record", priority=priority)
 
 
 @pytest.mark.parametrize("queue", ["", "q" * 101, 5])
 def test_bad_queue(queue):
-    with pytest.raises(InvalidJobDefinition, match=re.escape(f"Invalid queue {queue!r}")):
+    with pytest.raises(InvalidOption, match=re.escape(f"Invalid queue {queue!r}")):
         schedule("now", "record", queue=queue)
 
 
-@pytest.mark.parametrize("max_attempts", [0, -1, "3", True, 2.0])
+@pytest.mark.parametrize("max_attempts", [0, -1, "3", True, 2.0, 1001])
 def test_bad_max_attempts(max_attempts):
-    with pytest.raises(InvalidJobData, match=re.escape(f"max_attempts={max_attempts!r}")):
+    with pytest.raises(InvalidOption, match=re.escape(f"max_attempts={max_attempts!r}")):
         schedule("now", "record", max_attempts=max_attempts)
 
 
 def test_every_error_is_a_jobs_error():
     for exc in (InvalidJobData, InvalidJobDefinition, InvalidSchedule, JobStateError, UnknownJob):
         assert issubclass(exc, JobsError)
+    # Options are one kind of error whether @job or schedule() is given them.
+    assert issubclass(InvalidJobDefinition, InvalidOption)
+    assert issubclass(InvalidOption, JobsError) and issubclass(InvalidOption, ValueError)

@@ -20,17 +20,30 @@ def due(name: str = "record", **options) -> Job:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--concurrency", "0"], "--concurrency must be a whole number of 1 or more, not '0'."),
-        (["--concurrency", "-1"], "--concurrency must be a whole number of 1 or more, not '-1'."),
-        (["--concurrency", "abc"], "--concurrency must be a whole number of 1 or more, not 'abc'"),
+        (["--concurrency", "0"], "--concurrency must be a whole number from 1 to 1000, not '0'."),
+        (["--concurrency", "-1"], "--concurrency must be a whole number from 1 to 1000, not '-1'."),
+        (
+            ["--concurrency", "abc"],
+            "--concurrency must be a whole number from 1 to 1000, not 'abc'",
+        ),
         (["--concurrency", "2.5"], "not '2.5'"),
-        (["--poll-interval", "0"], "--poll-interval must be a number of seconds above 0, not '0'."),
-        (["--poll-interval", "-0.5"], "--poll-interval must be a number of seconds above 0"),
+        (
+            ["--poll-interval", "0"],
+            "--poll-interval must be a number of seconds above 0 and at most 3600 (1 hour), "
+            "not '0'.",
+        ),
+        (["--poll-interval", "-0.5"], "must be a number of seconds above 0 and at most 3600"),
         (["--poll-interval", "nan"], "not 'nan'"),
-        (["--max-jobs", "0"], "--max-jobs must be a whole number of 1 or more, not '0'."),
+        (["--max-jobs", "0"], "--max-jobs must be a whole number from 1 to 1000000000, not '0'."),
         (["--max-jobs", "many"], "not 'many'"),
-        (["--lock-lifetime", "0"], "--lock-lifetime must be a number of seconds above 0, not '0'."),
-        (["--grace-period", "-1"], "--grace-period must be a number of seconds of 0 or more"),
+        (
+            ["--lock-lifetime", "0"],
+            "--lock-lifetime must be a number of seconds from 1 to 86400 (1 day), not '0'.",
+        ),
+        (
+            ["--grace-period", "-1"],
+            "--grace-period must be a number of seconds from 0 to 86400 (1 day), not '-1'.",
+        ),
         (["--worker-id", ""], "--worker-id must not be empty (got '')"),
         (["--worker-id", "   "], "--worker-id must not be empty (got '   ')"),
         (["--queue", ""], "Invalid queue ''"),
@@ -48,11 +61,15 @@ def test_bad_arguments_are_refused_naming_the_value(args, message):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"concurrency": 0}, "--concurrency must be a whole number of 1 or more, not '0'."),
+        ({"concurrency": 0}, "--concurrency must be a whole number from 1 to 1000, not '0'."),
         ({"concurrency": -3}, "not '-3'"),
         ({"concurrency": True}, "not 'True'"),
-        ({"poll_interval": 0}, "--poll-interval must be a number of seconds above 0, not '0'."),
-        ({"max_jobs": 0}, "--max-jobs must be a whole number of 1 or more, not '0'."),
+        (
+            {"poll_interval": 0},
+            "--poll-interval must be a number of seconds above 0 and at most 3600 (1 hour), "
+            "not '0'.",
+        ),
+        ({"max_jobs": 0}, "--max-jobs must be a whole number from 1 to 1000000000, not '0'."),
         ({"worker_id": ""}, "--worker-id must not be empty"),
     ],
 )

@@ -1,4 +1,7 @@
-"""Argument types shared by the management commands: numbers checked with a clear error."""
+"""Argument types shared by the management commands: numbers within their bound, or a clear error.
+
+The bounds and their wording come from django_jobs.validation, as for every other entry point.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,20 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from django_jobs.validation import COUNT, DURATION, MAX_COUNT, MAX_DURATION, Bound
 
-def _number(
-    option: str, convert: Callable[[str], Any], accept: Callable[[Any], bool], requirement: str
-) -> Callable[[str], Any]:
-    """An argparse type: `convert` the text and check it, or say what `option` requires."""
+
+def bounded(option: str, bound: Bound) -> Callable[[str], Any]:
+    """An argparse type: the text as a number within `bound`, or an error quoting the text."""
+    convert: Callable[[str], Any] = _whole_number if bound.whole else float
 
     def parse(text: str) -> Any:
         try:
             value = convert(text)
-        except ValueError:
+        except ValueError:  # not a number, or an int of more digits than Python reads
             value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"{option} must be {requirement}, not {text!r}.")
+        if value is None or not bound.accepts(value):
+            raise argparse.ArgumentTypeError(f"{option} must be {bound.describe()}, not {text!r}.")
         return value
 
     return parse
@@ -33,16 +37,16 @@ def _whole_number(text: str) -> int:
 
 
 def positive_int(option: str) -> Callable[[str], Any]:
-    return _number(option, _whole_number, lambda v: v > 0, "a whole number of 1 or more")
+    return bounded(option, Bound(1, MAX_COUNT, whole=True))
 
 
 def count(option: str) -> Callable[[str], Any]:
-    return _number(option, int, lambda v: v >= 0, "0 or more")
+    return bounded(option, COUNT)
 
 
 def seconds(option: str) -> Callable[[str], Any]:
-    return _number(option, float, lambda v: v > 0, "a number of seconds above 0")
+    return bounded(option, DURATION)
 
 
 def seconds_or_zero(option: str) -> Callable[[str], Any]:
-    return _number(option, float, lambda v: v >= 0, "a number of seconds of 0 or more")
+    return bounded(option, Bound(0, MAX_DURATION, unit="seconds"))

@@ -9,29 +9,43 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from django_jobs.conf import settings
-from django_jobs.exceptions import InvalidJobDefinition
-from django_jobs.management.options import positive_int, seconds, seconds_or_zero
-from django_jobs.registry import check_queue
+from django_jobs.exceptions import JobsError
+from django_jobs.management.options import bounded
+from django_jobs.validation import (
+    GRACE_PERIOD,
+    LOCK_LIFETIME,
+    POLL_INTERVAL,
+    PROCESSES,
+    WORKER_CONCURRENCY,
+    WORKER_JOBS,
+    check_queue,
+    check_worker_id,
+)
 from django_jobs.worker import Worker, early_stop
 
 logger = logging.getLogger("django_jobs.worker")
 
 
 def _processes(text: str) -> int | str:
-    """--processes: a whole number of 1 or more, or "auto" for one per core."""
+    """--processes: a whole number from 1 to 256, or "auto" for one per core."""
     if str(text).strip().lower() == "auto":
         return "auto"
-    return positive_int("--processes")(str(text))  # type: ignore[no-any-return]
+    try:
+        return bounded("--processes", PROCESSES)(str(text))  # type: ignore[no-any-return]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--processes must be {PROCESSES.describe()} or auto, not {text!r}."
+        ) from None
 
 
 # call_command("runjobs", concurrency=0) hands keyword options to handle() without argparse's
 # type checks, so handle() runs these again.
 CHECKED_OPTIONS = {
-    "concurrency": positive_int("--concurrency"),
-    "poll_interval": seconds("--poll-interval"),
-    "max_jobs": positive_int("--max-jobs"),
-    "lock_lifetime": seconds("--lock-lifetime"),
-    "grace_period": seconds_or_zero("--grace-period"),
+    "concurrency": bounded("--concurrency", WORKER_CONCURRENCY),
+    "poll_interval": bounded("--poll-interval", POLL_INTERVAL),
+    "max_jobs": bounded("--max-jobs", WORKER_JOBS),
+    "lock_lifetime": bounded("--lock-lifetime", LOCK_LIFETIME),
+    "grace_period": bounded("--grace-period", GRACE_PERIOD),
     "processes": _processes,
 }
 
@@ -58,7 +72,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--concurrency",
-            type=positive_int("--concurrency"),
+            type=CHECKED_OPTIONS["concurrency"],
             default=1,
             help="Threads running jobs at once in this process (default 1).",
         )
@@ -71,7 +85,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--poll-interval",
-            type=seconds("--poll-interval"),
+            type=CHECKED_OPTIONS["poll_interval"],
             default=None,
             help=f"Seconds between looks for due jobs (default {settings.POLL_INTERVAL}).",
         )
@@ -80,20 +94,20 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--max-jobs",
-            type=positive_int("--max-jobs"),
+            type=CHECKED_OPTIONS["max_jobs"],
             default=None,
             help="Exit after running this many jobs.",
         )
         parser.add_argument("--worker-id", default=None, help="Name of this worker in the admin.")
         parser.add_argument(
             "--lock-lifetime",
-            type=seconds("--lock-lifetime"),
+            type=CHECKED_OPTIONS["lock_lifetime"],
             default=None,
             help=f"Seconds a claim holds without a heartbeat (default {settings.LOCK_LIFETIME}).",
         )
         parser.add_argument(
             "--grace-period",
-            type=seconds_or_zero("--grace-period"),
+            type=CHECKED_OPTIONS["grace_period"],
             default=None,
             help=f"Seconds jobs get to finish on SIGTERM (default {settings.GRACE_PERIOD}).",
         )
@@ -108,7 +122,7 @@ class Command(BaseCommand):
         for queue in options["queues"]:
             try:
                 check_queue(queue)
-            except InvalidJobDefinition as exc:
+            except JobsError as exc:
                 raise CommandError(f"--queue: {exc}") from None
         worker_id = options["worker_id"]
         if worker_id is not None and not str(worker_id).strip():
@@ -116,6 +130,11 @@ class Command(BaseCommand):
                 f"--worker-id must not be empty (got {worker_id!r}); leave it out for a "
                 "generated id."
             )
+        if worker_id is not None:
+            try:
+                check_worker_id(worker_id)
+            except JobsError as exc:
+                raise CommandError(f"--worker-id: {exc}") from None
         worker_options = {
             "queues": options["queues"],
             "concurrency": options["concurrency"],
