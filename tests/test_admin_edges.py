@@ -4,6 +4,7 @@ buttons and bulk actions following the one table of states.ACTIONS."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -336,9 +337,23 @@ def store(**fields: Any) -> list[Job]:
         pytest.skip(f"{connection.vendor} cannot store this value, so no such row exists: {exc}")
 
 
+def python_reads(value: Any) -> bool:
+    """Whether this Python, at its normal limits, reads `value` back from its JSON text."""
+    with python_limits():
+        text = json.dumps(value)
+    try:
+        json.loads(text)
+    except (RecursionError, ValueError):
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
     "fields",
     [
+        # Python 3.13 reads JSON nested 1,000 deep (3.11 does not), and MariaDB stores at
+        # most 32 levels: a case runs where the database holds a row this Python cannot read
+        # (tests/test_trust.py covers deeper rows through the worker).
         pytest.param({"data": nested(1000), "result": nested(1000)}, id="nested-1000"),
         pytest.param({"data": [nested(1000)] * 3}, id="nested-1000-thrice"),
         pytest.param({"data": {"n": 10**5000}, "result": -(10**5000)}, id="5000-digits"),
@@ -347,6 +362,8 @@ def store(**fields: Any) -> list[Job]:
 def test_data_python_cannot_read_renders_everywhere(
     admin_client: Client, fields: dict[str, Any]
 ) -> None:
+    if all(python_reads(value) for value in fields.values()):
+        pytest.skip("This Python reads the value back, so the row is an ordinary one here.")
     one_off, recurring = store(**fields)
     for page in [
         JOBS,
