@@ -164,14 +164,16 @@ class JobsBackend(BaseTaskBackend):
             check_json(data)  # args and kwargs were each checked; this bounds their sum
         except InvalidJobData as exc:
             raise InvalidTaskArguments(str(exc)) from exc
+        next_run_at = timezone.now()
         if task.run_after is not None:
             data["run_after"] = task.run_after.isoformat()
+            next_run_at = check_when(task.run_after, name="run_after")  # in UTC
         job, _ = Job.objects.using(settings.DATABASE).create_job(
             name=task.module_path,
             data=data,
             queue=task.queue_name,
             priority=task.priority,
-            next_run_at=task.run_after or timezone.now(),
+            next_run_at=next_run_at,
             max_attempts=self.max_attempts,
             task_backend=self.alias,
         )

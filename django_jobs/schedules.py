@@ -124,11 +124,12 @@ def _require_aware(value: datetime, name: str) -> None:
 
 
 def parse_when(when: datetime | timedelta | str, *, now: datetime) -> datetime:
-    """Turn a "when" value into an aware datetime within MIN_WHEN .. MAX_WHEN.
+    """Turn a "when" value into an aware datetime in UTC, within MIN_WHEN .. MAX_WHEN.
 
-    Accepts an aware datetime (returned as is), a timedelta (added to ``now``; negative means
-    due now), ``"now"``, ``"in N seconds|minutes|hours|days|weeks"`` (absolute time, singular
-    units accepted, case-insensitive) and an ISO 8601 string with an offset or ``Z``.
+    Accepts an aware datetime (the same instant is returned, in UTC), a timedelta (added to
+    ``now``; negative means due now), ``"now"``, ``"in N seconds|minutes|hours|days|weeks"``
+    (absolute time, singular units accepted, case-insensitive) and an ISO 8601 string with an
+    offset or ``Z``.
     Naive datetimes and ISO strings without an offset are rejected rather than guessed, and
     so are instants outside the range the databases store (see validation.check_when).
     """

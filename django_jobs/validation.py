@@ -276,10 +276,11 @@ def shown(value: object) -> str:
 
 
 def check_when(instant: datetime, *, value: object = None, name: str = "when") -> datetime:
-    """Return an aware instant within MIN_WHEN .. MAX_WHEN, else raise InvalidSchedule.
+    """Return an aware instant within MIN_WHEN .. MAX_WHEN, in UTC, else raise InvalidSchedule.
 
-    `value` is what the user passed (a string, a timedelta), quoted in the error instead of
-    the instant it became.
+    The instant comes back in UTC because PostgreSQL refuses UTC offsets of 16 hours or more,
+    which Python allows (up to 23:59). `value` is what the user passed (a string, a
+    timedelta), quoted in the error instead of the instant it became.
     """
     quoted = shown(instant if value is None else value)
     try:
@@ -300,7 +301,7 @@ def check_when(instant: datetime, *, value: object = None, name: str = "when") -
             f"{name}={quoted} is outside the times django_jobs can store, "
             f"{MIN_WHEN.isoformat()} to {MAX_WHEN.isoformat()} (UTC); pick a time in that range."
         )
-    return instant
+    return instant.astimezone(UTC)
 
 
 # Data

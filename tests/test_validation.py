@@ -136,6 +136,23 @@ def test_the_bounds_themselves_are_stored_and_shown(text: str, admin_client: Cli
     assert admin_client.get(changelist_url()).status_code == 200
 
 
+@pytest.mark.parametrize("minutes", [16 * 60, 18 * 60 + 45, -(21 * 60 + 3), 1439, -1439])
+def test_offsets_postgresql_refuses_are_stored_as_utc(minutes: int, admin_client: Client) -> None:
+    # PostgreSQL refuses UTC offsets of 16 hours or more ("time zone displacement out of range").
+    when = datetime(2030, 7, 27, 4, 45, tzinfo=timezone(timedelta(minutes=minutes)))
+    created = schedule(when, "record")
+    assert Job.objects.get(pk=created.pk).next_run_at == when
+    result = tasks.add.using(run_after=when).enqueue(1, 2)
+    assert Job.objects.get(pk=result.id).next_run_at == when
+    target = make_job(next_run_at=future(days=5))
+    response = admin_client.post(reschedule_url(target), {"when": when.isoformat()})
+    assert response.status_code == 302
+    assert Job.objects.get(pk=target.pk).next_run_at == when
+    response = post_create(admin_client, when=when.isoformat())
+    assert response.status_code == 302
+    assert Job.objects.order_by("-pk").first().next_run_at == when  # type: ignore[union-attr]
+
+
 def test_check_when_is_exported_with_its_bounds() -> None:
     from django_jobs.validation import MAX_WHEN, MIN_WHEN, check_when
 
@@ -144,6 +161,11 @@ def test_check_when_is_exported_with_its_bounds() -> None:
         datetime(9999, 12, 30, tzinfo=UTC),
     ) == (MIN_WHEN, MAX_WHEN)
     assert check_when(MIN_WHEN) == MIN_WHEN
+    plus_twenty = timezone(timedelta(hours=20))
+    assert check_when(datetime(2030, 1, 1, 20, tzinfo=plus_twenty)) == datetime(
+        2030, 1, 1, tzinfo=UTC
+    )
+    assert check_when(datetime(2030, 1, 1, 20, tzinfo=plus_twenty)).tzinfo is UTC
     for instant in (BAD_WHENS[0], BAD_WHENS[3], MAX_WHEN + timedelta(microseconds=1)):
         with pytest.raises(InvalidSchedule, match=re.escape(instant.isoformat())):
             check_when(instant)
