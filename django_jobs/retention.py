@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
-from django.utils import timezone
-
+from .claiming.sql import database_now
+from .db import write_transaction
 from .exceptions import JobsError
 from .models import Job, JobRun, JobState, RunOutcome
 
@@ -84,7 +83,8 @@ def purge(
     Recurring definitions and jobs that are scheduled or running are never deleted. `pause`
     seconds between batches leave room for the workers on a busy database.
     """
-    cutoff = timezone.now() - older_than
+    # The database's clock, as for every other time a worker acts on.
+    cutoff = database_now(using) - older_than
     result = PurgeResult()
     if dry_run:
         result.runs = purgeable_runs(cutoff, using).count()
@@ -95,7 +95,7 @@ def purge(
         ids = list(purgeable_runs(cutoff, using).values_list("pk", flat=True)[:batch_size])
         if not ids:
             break
-        with transaction.atomic(using=using):
+        with write_transaction(using):
             deleted, _ = JobRun.objects.using(using).filter(pk__in=ids).delete()
         result.runs += deleted
         if pause:
@@ -104,7 +104,7 @@ def purge(
         ids = list(purgeable_jobs(cutoff, using).values_list("pk", flat=True)[:batch_size])
         if not ids:
             break
-        with transaction.atomic(using=using):
+        with write_transaction(using):
             # Re-check the state: the admin may have run one of them again meanwhile.
             doomed = purgeable_jobs(cutoff, using).filter(pk__in=ids)
             JobRun.objects.using(using).filter(job_id__in=doomed.values("pk")).delete()

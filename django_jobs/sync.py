@@ -6,8 +6,8 @@ import logging
 from datetime import datetime
 
 from django.db.models import Q
-from django.utils import timezone
 
+from .claiming.sql import database_now
 from .db import DbNow
 from .models import Job, JobState
 from .recurring import RECURRING_KEY_PREFIX, first_run, recurring_key, removed_note
@@ -27,7 +27,7 @@ def sync_recurring(using: str = "default", definitions: Registry = registry) -> 
     A row whose definition is no longer in the code is disabled, with a note saying why.
     """
     changed = 0
-    now = timezone.now()
+    now = database_now(using)  # first runs follow the database's clock, as every worker write
     for definition in definitions.recurring():
         assert definition.schedule is not None
         changed += _sync_one(using, definition, now)

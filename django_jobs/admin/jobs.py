@@ -24,8 +24,9 @@ from ..conf import settings
 from ..exceptions import JobsError
 from ..forms import RescheduleForm
 from ..models import Job, JobRun, JobState
+from ..recurring import preview
 from ..registry import registry
-from ..schedules import get_timezone, parse_schedule, upcoming
+from ..schedules import get_timezone, parse_schedule
 from . import display
 from .actions import (
     ACTIONS,
@@ -452,7 +453,7 @@ def upcoming_runs(job: Job, now: datetime | None = None) -> dict[str, Any] | Non
         runs.append((first, None not in (first_offset, now_offset) and first_offset != now_offset))
         after = max(first, now)
     try:
-        runs += upcoming(schedule, after=after, tz=tz, count=UPCOMING_SHOWN - len(runs))
+        runs += preview(schedule, job.timezone, after=after, count=UPCOMING_SHOWN - len(runs))
     except JobsError as exc:
         error = str(exc)
     except (OverflowError, ValueError):

@@ -89,7 +89,10 @@ class Worker:
         )
         # This worker's row expires after this long without a heartbeat: the same time as
         # the locks it holds, so it shows dead when its jobs come back to the others.
-        self.expires_after = settings.STALE_WORKER_AFTER or self.lock_lifetime
+        # Never less than two beats, so a live worker's row cannot expire between beats.
+        self.expires_after = max(
+            settings.STALE_WORKER_AFTER or self.lock_lifetime, 2 * self.heartbeat_interval
+        )
         self.grace_period = settings.GRACE_PERIOD if grace_period is None else grace_period
         self.using = using or settings.DATABASE
         self.claimed_count = 0
