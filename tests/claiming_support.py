@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_jobs.claiming import claim_and_start
-from django_jobs.models import Job
+from django_jobs.claiming import Failure, Outcome, claim_and_start, finish_many
+from django_jobs.models import Job, JobRun
 
 LOCK = 30.0  # seconds
 
@@ -22,3 +22,16 @@ def claim_jobs(worker_id: str = "w1", limit: int = 100, **options: Any) -> list[
     for job, run in claimed:
         job.run = run  # type: ignore[attr-defined]
     return [job for job, _ in claimed]
+
+
+def finish(
+    job: Job,
+    run: JobRun | None,
+    *,
+    failure: Failure | None = None,
+    result: Any = None,
+    retry_delay: Any = None,
+) -> bool:
+    """Write one outcome as the worker's outbox does; False when the lock was lost."""
+    outcome = Outcome(job, run, failure=failure, result=result, retry_delay=retry_delay)
+    return finish_many([outcome], using=job._state.db or "default")[0]

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from django_jobs import cancel, job, now, schedule, schedule_many
-from django_jobs.claiming import Failure, finish
+from django_jobs.claiming import Failure
 from django_jobs.exceptions import (
     InvalidJobData,
     InvalidJobDefinition,
@@ -25,7 +25,7 @@ from django_jobs.exceptions import (
 )
 from django_jobs.models import Job, JobState
 from django_jobs.registry import registry
-from tests.claiming_support import claim_jobs
+from tests.claiming_support import claim_jobs, finish
 
 pytestmark = pytest.mark.django_db
 

@@ -11,14 +11,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from django_jobs import now, schedule
-from django_jobs.claiming import (
-    Failure,
-    claims,
-    extend_locks,
-    finish,
-    recover_stale,
-    release,
-)
+from django_jobs.claiming import Failure, claims, extend_locks, recover_stale, release
 from django_jobs.models import (
     RECURRING_KEY_PREFIX,
     DbNow,
@@ -29,8 +22,9 @@ from django_jobs.models import (
     db_now_plus,
 )
 from django_jobs.worker import Worker
-from tests.claiming_support import LOCK, claim_jobs
+from tests.claiming_support import LOCK, claim_jobs, finish
 from tests.testapp.models import Execution
+
 
 def due(name: str = "record", seconds_ago: float = 1, **options) -> Job:
     """A job already due by the database's clock (SQLite's clock has millisecond resolution)."""
@@ -344,7 +338,6 @@ def test_recover_stale_records_an_orphaned_run_and_retries():
 def test_recover_stale_fails_the_job_when_attempts_are_exhausted():
     job = due("record", unique_key="only-once")  # max_attempts=1
     (claimed,) = claim_jobs("dead-worker")
-    claimed.run
     expire(claimed)
     assert recover_stale() == 1
     job.refresh_from_db()

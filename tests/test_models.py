@@ -8,14 +8,14 @@ import pytest
 from django.utils import timezone
 
 from django_jobs import schedule
-from django_jobs.claiming import Failure, finish, recover_stale
+from django_jobs.claiming import Failure, recover_stale
 from django_jobs.exceptions import InvalidSchedule, JobsError, JobStateError
 from django_jobs.models import RECURRING_KEY_PREFIX, Job, JobRun, JobState, db_now_plus
+from tests.claiming_support import claim_jobs, finish
 
 pytestmark = pytest.mark.django_db
 
 LATER = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
-from tests.claiming_support import claim_jobs
 
 
 def claim_all(worker_id: str = "w1") -> list[Job]:

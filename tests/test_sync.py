@@ -10,12 +10,12 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from django_jobs.claiming import Failure, finish
+from django_jobs.claiming import Failure
 from django_jobs.models import RECURRING_KEY_PREFIX, Job, JobState
 from django_jobs.registry import JobDefinition, Registry, registry
 from django_jobs.schedules import parse_schedule
 from django_jobs.sync import recurring_key, sync_recurring
-from tests.claiming_support import claim_jobs
+from tests.claiming_support import claim_jobs, finish
 
 
 def noop(j):

@@ -13,7 +13,7 @@ sql.py holds the raw SQL helpers they share.
 
 from ..notify import wake_workers
 from .claims import CLAIM_ORDER, claim_and_start, claimable
-from .outcomes import Failure, Outcome, class_path, finish, finish_many, next_slot, release
+from .outcomes import Failure, Outcome, class_path, finish_many, next_slot, release
 from .recovery import delete_dead_workers, extend_locks, heartbeat, recover_stale
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "class_path",
     "delete_dead_workers",
     "extend_locks",
-    "finish",
     "finish_many",
     "heartbeat",
     "next_slot",

@@ -62,19 +62,6 @@ class Failure:
     error_class: str = ""  # import path of the exception class, e.g. "builtins.ValueError"
 
 
-def finish(
-    job: Job,
-    run: JobRun | None,
-    *,
-    failure: Failure | None = None,
-    result: Any = None,
-    retry_delay: Any = None,
-) -> bool:
-    """Write the outcome of a run; False when the lock was lost and nothing was written."""
-    outcome = Outcome(job, run, failure=failure, result=result, retry_delay=retry_delay)
-    return finish_many([outcome], using=job._state.db or "default")[0]
-
-
 @dataclass
 class Outcome:
     """The end of one run, written with others in one batch by finish_many()."""
