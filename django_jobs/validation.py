@@ -37,8 +37,6 @@ __all__ = [
     "BACKOFF",
     "BACKOFF_JITTER",
     "CONCURRENCY",
-    "COUNT",
-    "DURATION",
     "GRACE_PERIOD",
     "HEARTBEAT_INTERVAL",
     "JOB_ID",
@@ -46,9 +44,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_BACKOFF",
     "MAX_CONCURRENCY",
-    "MAX_COUNT",
     "MAX_DATA_BYTES",
-    "MAX_DURATION",
     "MAX_GRACE_PERIOD",
     "MAX_INTERVAL",
     "MAX_JOB_ID",
@@ -141,8 +137,6 @@ MAX_WORKER_CONCURRENCY = 1000  # threads of one worker process (runjobs --concur
 MAX_WORKER_JOBS = 10**9  # runjobs --max-jobs
 MAX_PROCESSES = 256  # runjobs --processes
 MAX_STALE_WORKER_AFTER = 3 * MAX_LOCK_LIFETIME  # seconds (3 days) without a heartbeat
-MAX_DURATION = 10 * 365 * 86400.0  # seconds (10 years): any other duration option
-MAX_COUNT = 10**9  # any other count option
 MAX_JOB_ID = 2**63 - 1  # the largest BigAutoField id
 
 
@@ -218,8 +212,6 @@ WORKER_JOBS = Bound(1, MAX_WORKER_JOBS, whole=True)
 PROCESSES = Bound(1, MAX_PROCESSES, whole=True)
 HEARTBEAT_INTERVAL = Bound(0, MAX_LOCK_LIFETIME, low_open=True, unit="seconds")
 STALE_WORKER_AFTER = Bound(0, MAX_STALE_WORKER_AFTER, low_open=True, unit="seconds")
-DURATION = Bound(0, MAX_DURATION, low_open=True, unit="seconds")
-COUNT = Bound(0, MAX_COUNT, whole=True)
 JOB_ID = Bound(1, MAX_JOB_ID, whole=True)
 
 # The numeric DJANGO_JOBS settings; DEFAULT_QUEUE is a queue name (check_queue).

@@ -532,7 +532,7 @@ def no_worker_starts(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--concurrency", "1001"], "from 1 to 1000"),
         (["--concurrency", "10000000000"], "not '10000000000'"),
         (["--max-jobs", "1000000001"], "from 1 to 1000000000"),
-        (["--processes", "257"], "from 1 to 256"),
+        (["--processes", "257"], "(at most 256)"),
         (["--processes", "0"], "not '0'"),
         (["--worker-id", "w" * 201], "at most 200 characters"),
         (["--worker-id", "a\x00b"], "'a\\x00b'"),

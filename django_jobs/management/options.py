@@ -6,10 +6,11 @@ The bounds and their wording come from django_jobs.validation, as for every othe
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import Any
 
-from django_jobs.validation import COUNT, DURATION, MAX_COUNT, MAX_DURATION, Bound
+from django_jobs.validation import Bound
 
 
 def bounded(option: str, bound: Bound) -> Callable[[str], Any]:
@@ -36,17 +37,29 @@ def _whole_number(text: str) -> int:
     return value
 
 
-def positive_int(option: str) -> Callable[[str], Any]:
-    return bounded(option, Bound(1, MAX_COUNT, whole=True))
+# jobstatus's options, whose messages its tests and users know; they refuse NaN and infinity.
 
 
 def count(option: str) -> Callable[[str], Any]:
-    return bounded(option, COUNT)
+    return _number(option, int, lambda v: v >= 0, "0 or more")
 
 
 def seconds(option: str) -> Callable[[str], Any]:
-    return bounded(option, DURATION)
+    return _number(option, float, lambda v: 0 < v < math.inf, "a number of seconds above 0")
 
 
-def seconds_or_zero(option: str) -> Callable[[str], Any]:
-    return bounded(option, Bound(0, MAX_DURATION, unit="seconds"))
+def _number(
+    option: str, convert: Callable[[str], Any], accept: Callable[[Any], bool], requirement: str
+) -> Callable[[str], Any]:
+    """An argparse type: `convert` the text and check it, or say what `option` requires."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"{option} must be {requirement}, not {text!r}.")
+        return value
+
+    return parse

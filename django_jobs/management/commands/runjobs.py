@@ -14,6 +14,7 @@ from django_jobs.management.options import bounded
 from django_jobs.validation import (
     GRACE_PERIOD,
     LOCK_LIFETIME,
+    MAX_PROCESSES,
     POLL_INTERVAL,
     PROCESSES,
     WORKER_CONCURRENCY,
@@ -34,7 +35,8 @@ def _processes(text: str) -> int | str:
         return bounded("--processes", PROCESSES)(str(text))  # type: ignore[no-any-return]
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"--processes must be {PROCESSES.describe()} or auto, not {text!r}."
+            f"--processes must be a whole number of 1 or more (at most {MAX_PROCESSES}) or "
+            f"auto, not {text!r}."
         ) from None
 
 
