@@ -6,14 +6,15 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from .conf import settings
+from .db import write_transaction
 from .exceptions import InvalidOption, JobNotFound, JobStateError
 from .models import Job, JobState
 from .registry import registry
 from .schedules import parse_when
+from .states import allowed_states
 from .validation import (
     ATTEMPTS,
     check_job_id,
@@ -145,16 +146,21 @@ def cancel(
         check_unique_key(unique_key, reserved=True)
     if name is not None:
         check_job_name(name)
-    waiting = Job.objects.using(db).filter(state=JobState.SCHEDULED)
+    # The states cancel starts from, in the one table (states.ACTIONS).
+    cancellable = list(
+        allowed_states("cancel", recurring=False) | allowed_states("cancel", recurring=True)
+    )
+    waiting = Job.objects.using(db).filter(state__in=cancellable)
     if unique_key is not None:
         waiting = waiting.filter(unique_key=unique_key)
     if name is not None:
         waiting = waiting.filter(name=name)
-    with transaction.atomic(using=db):
+    with write_transaction(db):
         ids = list(waiting.values_list("pk", flat=True))
         # See Job.cancel: flip the state first so a concurrent claim cannot take these rows.
-        Job.objects.using(db).filter(pk__in=ids, state=JobState.SCHEDULED).update(
+        Job.objects.using(db).filter(pk__in=ids, state__in=cancellable).update(
             state=JobState.CANCELLED
         )
-        deleted = Job.objects.using(db).filter(pk__in=ids, state=JobState.CANCELLED).delete()
+        cancelled = Job.objects.using(db).filter(pk__in=ids, state=JobState.CANCELLED)
+        deleted = cancelled.only("pk").delete()
     return deleted[1].get(Job._meta.label, 0)

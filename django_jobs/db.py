@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.db import connections, models, transaction
 from django.db.models import ExpressionWrapper
 from django.db.models.functions import Now
 
-# The range of times a job's next run may take: MariaDB's DATETIME starts at year 1000, and a
-# day's margin below year 10000 keeps every timezone conversion of it representable in Python.
-EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+from .validation import MAX_WHEN, MIN_WHEN
+
+# The range of times a job's next run may take, as validation states it for every entry point;
+# the database keeps it too (a check constraint on next_run_at).
+EARLIEST_TIME, LATEST_TIME = MIN_WHEN, MAX_WHEN
 
 
 class DbNow(Now):

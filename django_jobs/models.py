@@ -31,6 +31,7 @@ from .recurring import (  # noqa: F401  (the prefix is re-exported with the mode
 )
 from .schedules import get_timezone, parse_schedule
 from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
+from .validation import check_when
 
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
 
@@ -305,6 +306,7 @@ class Job(models.Model):
                 f"Cannot reschedule job {self} to the naive datetime {at!r}. Pass an aware "
                 "datetime, e.g. django.utils.timezone.make_aware(value)."
             )
+        at = check_when(at, name="at")  # within the bounds, in UTC (PostgreSQL refuses +16h)
         reset = {} if self.state == JobState.SCHEDULED else {"attempts": 0}
         self._transition(
             "reschedule",

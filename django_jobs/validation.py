@@ -211,6 +211,8 @@ WORKER_CONCURRENCY = Bound(1, MAX_WORKER_CONCURRENCY, whole=True)
 WORKER_JOBS = Bound(1, MAX_WORKER_JOBS, whole=True)
 PROCESSES = Bound(1, MAX_PROCESSES, whole=True)
 HEARTBEAT_INTERVAL = Bound(0, MAX_LOCK_LIFETIME, low_open=True, unit="seconds")
+# jobstatus: how old a heartbeat or how late a due job may be before the probe fails.
+PROBE_AGE = Bound(0, MAX_STALE_WORKER_AFTER, low_open=True, unit="seconds")
 STALE_WORKER_AFTER = Bound(0, MAX_STALE_WORKER_AFTER, low_open=True, unit="seconds")
 JOB_ID = Bound(1, MAX_JOB_ID, whole=True)
 
@@ -223,7 +225,7 @@ SETTINGS_BOUNDS: dict[str, Bound] = {
     "BACKOFF_BASE": BACKOFF,
     "BACKOFF_MAX": BACKOFF,
     "BACKOFF_JITTER": BACKOFF_JITTER,
-    "STALE_WORKER_AFTER": STALE_WORKER_AFTER,  # None: 3 x LOCK_LIFETIME
+    "STALE_WORKER_AFTER": STALE_WORKER_AFTER,  # None: the worker's own lock lifetime
     "DEFAULT_MAX_ATTEMPTS": ATTEMPTS,
 }
 

@@ -129,7 +129,11 @@ def test_this_host_counts_the_workers_of_this_host():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--max-lateness", "0"], "--max-lateness must be a number of seconds above 0, not '0'."),
+        (["--max-lateness", "0"], "--max-lateness must be a number of seconds above 0 and at most"),
+        (
+            ["--max-lateness", "1e300"],
+            "--max-lateness must be a number of seconds above 0 and at most",
+        ),
         (["--max-heartbeat-age", "soon"], "--max-heartbeat-age must be a number of seconds"),
         (["--min-workers", "-1"], "--min-workers must be 0 or more, not '-1'."),
     ],

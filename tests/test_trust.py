@@ -394,3 +394,26 @@ def test_the_supervisor_replaces_a_killed_child_at_once(start_worker):
     assert "restarting it in 0.1s" in supervisor.output()
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(timeout=60) == 0, supervisor.output()
+
+
+# A worker that cannot reach its database at start waits for it, as it does later on
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_cannot_reach_its_database_retries_and_stops_cleanly(worker_env, tmp_path):
+    if connection.vendor == "sqlite":
+        worker_env["DJANGO_JOBS_USE_TEST_DB"] = "/nonexistent-dir/nothing-here.sqlite3"
+    else:
+        worker_env["DJANGO_JOBS_USE_TEST_DB"] = "django_jobs_no_such_database"
+    worker = WorkerProcess(
+        ["--skip-checks", "--worker-id", "patient"], worker_env, tmp_path / "patient.log"
+    )
+    try:
+        wait_for(lambda: "retrying in" in worker.output(), timeout=30)
+        time.sleep(1)
+        assert worker.proc.poll() is None, worker.output()  # still waiting, not crashed
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, worker.output()
+    finally:
+        worker.stop()

@@ -17,11 +17,11 @@ from django.db import close_old_connections
 from django.dispatch import Signal
 
 from .. import claiming
-from ..api import check_json
 from ..exceptions import UnknownJob
 from ..models import Job, JobRun
 from ..registry import JobDefinition, registry
 from ..signals import job_failed, job_started, job_succeeded
+from ..validation import check_json
 
 logger = logging.getLogger("django_jobs.worker")
 

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from django_jobs.conf import settings
 from django_jobs.health import check_health, lateness
-from django_jobs.management.options import count, seconds
+from django_jobs.management.options import bounded, count
+from django_jobs.validation import PROBE_AGE
 
 DEFAULT_MAX_LATENESS = 300.0  # seconds a due job may wait before the check fails
 
@@ -28,7 +29,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--max-heartbeat-age",
-            type=seconds("--max-heartbeat-age"),
+            type=bounded("--max-heartbeat-age", PROBE_AGE),
             default=None,
             help=(
                 "Seconds since its last heartbeat for a worker to count as live (default: "
@@ -37,7 +38,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--max-lateness",
-            type=seconds("--max-lateness"),
+            type=bounded("--max-lateness", PROBE_AGE),
             default=DEFAULT_MAX_LATENESS,
             help=f"Seconds a due job may wait (default {DEFAULT_MAX_LATENESS:g}).",
         )
