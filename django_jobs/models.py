@@ -40,12 +40,18 @@ def new_token() -> str:
     return uuid.uuid4().hex
 
 
+def due_q() -> models.Q:
+    """The one definition of "due", by the database's clock: the ORM's due(), the admin's
+    state filter, and the raw claim statements (compiled from due()) all read it."""
+    return models.Q(state=JobState.SCHEDULED, enabled=True, next_run_at__lte=DbNow())
+
+
 class JobQuerySet(models.QuerySet["Job"]):
     def scheduled(self) -> JobQuerySet:
         return self.filter(state=JobState.SCHEDULED)
 
     def due(self) -> JobQuerySet:
-        return self.filter(state=JobState.SCHEDULED, enabled=True, next_run_at__lte=DbNow())
+        return self.filter(due_q())
 
     def running(self) -> JobQuerySet:
         return self.filter(state=JobState.RUNNING)

@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..exceptions import InvalidSchedule
-from ..models import DbNow, Job, JobState
+from ..models import Job, JobState, due_q
 from ..schedules import parse_schedule
 
 EMPTY = "-"
@@ -40,7 +40,7 @@ STATE_LABELS = {
 
 def state_q(key: str) -> Q:
     """The condition of one admin state, by the database's clock."""
-    due = Q(state=JobState.SCHEDULED, enabled=True, next_run_at__lte=DbNow())
+    due = due_q()
     if key == "scheduled":
         return Q(state=JobState.SCHEDULED) & ~due
     if key == "due":
