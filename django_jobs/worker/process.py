@@ -236,12 +236,15 @@ class Worker:
 
     def _loop(self) -> None:
         failures = 0
+        idle_checks = 0  # burst: looks in a row that found nothing due nor coming
         while not self._stopping.is_set():
             try:
                 self._write_outcomes()
                 since = time.monotonic()
                 claimed = self._claim()
                 failures = 0
+                if claimed:
+                    idle_checks = 0
             except Exception as exc:
                 failures += 1
                 self._survive(exc, "claiming", failures)
@@ -258,8 +261,14 @@ class Worker:
             sleep = self._sleep_time(busy, since)
             if self.burst and not claimed and not busy and sleep >= self.poll_interval:
                 # Nothing is due, nor coming due within a poll interval (e.g. a quick retry).
-                logger.info("Worker %s: nothing is due; stopping (--burst).", self.worker_id)
-                return
+                # Look once more before leaving: a retry written just before the last claim,
+                # or a look that failed, must not end the burst with work left.
+                if idle_checks >= 1:
+                    logger.info("Worker %s: nothing is due; stopping (--burst).", self.worker_id)
+                    return
+                idle_checks += 1
+                continue
+            idle_checks = 0
             try:
                 self._sleep(sleep, full=busy >= self.concurrency)
             except Exception as exc:
