@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .registry import job
 
 try:
-    __version__ = version("django-jobs")
+    __version__ = version("django-dbjobs")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 

@@ -50,7 +50,7 @@ else:
     except ImportError as exc:
         raise TasksUnavailable(
             "Django's tasks framework is not installed: use Django 6, or on Django 5.2 install "
-            "the django-tasks backport with 'pip install django-jobs[tasks]'."
+            'the django-tasks backport: pip install "django-dbjobs[tasks]".'
         ) from exc
 
     FRAMEWORK = "django_tasks"

@@ -7,7 +7,7 @@ project = "django_jobs"
 author = "django_jobs developers"
 copyright = "2026, django_jobs developers"
 try:
-    release = package_version("django-jobs")
+    release = package_version("django-dbjobs")
 except PackageNotFoundError:  # building from a checkout that is not installed
     release = "unreleased"
 version = release

@@ -66,7 +66,7 @@ def test_without_the_framework_the_import_fails_with_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "django.tasks", None)
     monkeypatch.setitem(sys.modules, "django_tasks", None)
     monkeypatch.delitem(sys.modules, "django_jobs.tasks_compat")
-    with pytest.raises(TasksUnavailable, match=r"django-jobs\[tasks\]") as caught:
+    with pytest.raises(TasksUnavailable, match=r"django-dbjobs\[tasks\]") as caught:
         importlib.import_module("django_jobs.tasks_compat")
     assert isinstance(caught.value, ImportError)  # so TASKS reports "Could not find backend"
 
