@@ -277,3 +277,24 @@ def test_the_task_signals_fire(transactional_db):
         ("started", B, R.RUNNING, 2, ["builtins.RuntimeError"]),
         ("finished", B, R.SUCCESSFUL, 2, ["builtins.RuntimeError"]),
     ]
+
+
+def test_a_task_that_exits_is_failed_and_finished(transactional_db):
+    # Django's immediate backend records such a task as FAILED; so do the workers, and
+    # task_finished is sent (before, the run stayed "running" until its lock expired).
+    finished = []
+
+    def receive(sender, task_result, **kwargs):
+        finished.append((task_result.id, task_result.status))
+
+    task_finished.connect(receive)
+    try:
+        result = tasks.exit_now.enqueue(3)
+        run_in_process_worker(max_jobs=1)
+    finally:
+        task_finished.disconnect(receive)
+    assert finished == [(result.id, TaskResultStatus.FAILED)]
+    result.refresh()
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.SystemExit"
+    assert "sys.exit(code)" in error.traceback

@@ -50,3 +50,11 @@ def plain(value):
 
 # A Task whose module path ("...tasks.plain") imports the plain function, not this Task.
 misnamed = task(plain)
+
+
+@task
+def exit_now(code):
+    """End the way a script would: sys.exit() raises SystemExit."""
+    import sys
+
+    sys.exit(code)
