@@ -13,8 +13,11 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from inspect import iscoroutinefunction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
+from django.core.checks import CheckMessage
+from django.core.exceptions import ImproperlyConfigured
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -29,9 +32,9 @@ from .exceptions import (
     JobsError,
     UnknownTask,
 )
-from .models import Job, JobRun, JobState, RunOutcome
 from .registry import JobDefinition
 from .signals import job_failed, job_succeeded
+from .states import JobState, RunOutcome
 from .tasks_compat import (
     BaseTaskBackend,
     InvalidTask,
@@ -58,6 +61,11 @@ from .validation import (
     check_when,
     shown,
 )
+
+# The models load only where django_jobs is an installed app; without it, this module still
+# imports, so that the framework's system checks can call JobsBackend.check() (E008).
+if TYPE_CHECKING:
+    from .models import Job, JobRun
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +109,11 @@ class JobsBackend(BaseTaskBackend):
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         where = f"TASKS[{alias!r}]"
-        if len(alias) > Job._meta.get_field("task_backend").max_length:  # type: ignore[operator]
-            raise InvalidTaskBackend(f"Task backend alias {alias!r} is too long; shorten it.")
+        if apps.is_installed("django_jobs"):  # else check() reports django_jobs.E008
+            from .models import Job
+
+            if len(alias) > Job._meta.get_field("task_backend").max_length:  # type: ignore[operator]
+                raise InvalidTaskBackend(f"Task backend alias {alias!r} is too long; shorten it.")
         unknown = sorted(set(self.options) - set(OPTIONS))
         if unknown:
             raise InvalidTaskBackend(
@@ -128,6 +139,19 @@ class JobsBackend(BaseTaskBackend):
                     f"{where}['QUEUES'] has the invalid queue {shown(queue)}. Use {QUEUE_RULE}."
                 ) from None
 
+    def check(self, **kwargs: Any) -> list[CheckMessage]:
+        """Run by the framework's system checks: the app whose tables hold the tasks."""
+        from .checks import check_tasks_app
+
+        return [*super().check(**kwargs), *check_tasks_app(self.alias)]
+
+    def _require_app(self) -> None:
+        """Refuse, with the fix, rather than let the models fail with a bare RuntimeError."""
+        from .checks import check_tasks_app
+
+        for error in check_tasks_app(self.alias):
+            raise ImproperlyConfigured(f"{error.msg} {error.hint}")
+
     def validate_task(self, task: Task) -> None:
         """The framework's checks, plus the bounds of a Job row (validation.py)."""
         super().validate_task(task)
@@ -148,6 +172,9 @@ class JobsBackend(BaseTaskBackend):
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         """Store the task as a Job row, due at its run_after (or now)."""
+        self._require_app()
+        from .models import Job
+
         self.validate_task(task)
         # A worker finds the task again by importing its path, so refuse one that would not.
         found = _import(task.module_path)
@@ -183,6 +210,9 @@ class JobsBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult:
         """The task's result as stored now; raises TaskResultDoesNotExist for an unknown id."""
+        self._require_app()
+        from .models import Job
+
         try:
             job = Job.objects.using(settings.DATABASE).exclude(task_backend="").get(pk=result_id)
         except (Job.DoesNotExist, ValueError, TypeError):
@@ -244,6 +274,8 @@ def load_task(job: Job) -> Task:
 
 def attempt_runs(job: Job) -> list[JobRun]:
     """One run per attempt of the job's current round (a retry from the admin starts anew)."""
+    from .models import JobRun
+
     if not job.attempts:
         return []
     runs = (
@@ -337,6 +369,8 @@ def resolve_task(job: Job) -> tuple[Callable[[Job], Any], JobDefinition]:
 
 def _send_task_finished(job: Job) -> None:
     """Send task_finished with the outcome the worker has just written."""
+    from .models import Job
+
     try:
         stored = Job.objects.using(job._state.db).get(pk=job.pk)
         task = load_task(stored)
@@ -349,13 +383,15 @@ def _send_task_finished(job: Job) -> None:
         logger.exception("Could not send task_finished for job %s.", job)
 
 
-@receiver(job_succeeded, sender=Job, dispatch_uid="django_jobs.backend.task_succeeded")
+# The worker sends these with sender=Job; no sender filter, so that this module imports
+# without the models.
+@receiver(job_succeeded, dispatch_uid="django_jobs.backend.task_succeeded")
 def _task_succeeded(sender: type[Job], job: Job, **kwargs: Any) -> None:
     if job.task_backend:
         _send_task_finished(job)
 
 
-@receiver(job_failed, sender=Job, dispatch_uid="django_jobs.backend.task_failed")
+@receiver(job_failed, dispatch_uid="django_jobs.backend.task_failed")
 def _task_failed(
     sender: type[Job], job: Job, exception: BaseException, will_retry: bool, **kwargs: Any
 ) -> None:

@@ -1,17 +1,21 @@
-"""System checks for the DJANGO_JOBS setting and the database configuration."""
+"""System checks for the DJANGO_JOBS setting, the database configuration and TASKS."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
+import django
+from django.apps import apps
 from django.conf import settings as django_settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
 
 from .conf import KNOWN_KEYS, JobsSettings, raw_settings
-from .exceptions import JobsError
+from .exceptions import JobsError, TasksUnavailable
 from .validation import QUEUE_RULE, SETTINGS_BOUNDS, check_queue, shown
 
+JOBS_BACKEND_PATH = "django_jobs.backend.JobsBackend"
 # None means "derived from LOCK_LIFETIME".
 OPTIONAL = frozenset({"HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER"})
 HINTS = {
@@ -136,3 +140,63 @@ def check_retention_and_notify(app_configs: Any = None, **kwargs: Any) -> list[A
             )
         )
     return errors
+
+
+def jobs_backend_aliases() -> list[str]:
+    """The aliases of TASKS whose BACKEND is JobsBackend."""
+    # Django's own setting, absent from Django 5.2's defaults; not one of DJANGO_JOBS.
+    tasks = getattr(django_settings, "TASKS", None)
+    if not isinstance(tasks, dict):
+        return []
+    return [
+        str(alias)
+        for alias, params in tasks.items()
+        if isinstance(params, dict) and params.get("BACKEND") == JOBS_BACKEND_PATH
+    ]
+
+
+def _for(aliases: list[str]) -> str:
+    shown = [repr(alias) for alias in aliases]
+    return " and ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
+
+
+@register(Tags.compatibility)
+def check_tasks_framework(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """TASKS names JobsBackend, but this Django cannot load it (Django 5.2 without the backport)."""
+    aliases = jobs_backend_aliases()
+    if not aliases:
+        return []
+    try:
+        # import_module, unlike `from . import`, imports again a module dropped from sys.modules.
+        import_module("django_jobs.tasks_compat")
+    except TasksUnavailable:
+        return [
+            Warning(
+                f"TASKS names {JOBS_BACKEND_PATH!r} for {_for(aliases)}, but Django "
+                f"{django.get_version()} has no tasks framework, so Django ignores TASKS.",
+                hint=(
+                    'Install the django-tasks backport with pip install "django-dbjobs[tasks]", '
+                    "or upgrade to Django 6."
+                ),
+                id="django_jobs.W002",
+            )
+        ]
+    return []
+
+
+def check_tasks_app(alias: str) -> list[CheckMessage]:
+    """JobsBackend's tables belong to an app that is not installed; run by JobsBackend.check().
+
+    Not registered: without the app in INSTALLED_APPS, Django never runs the app's checks.
+    """
+    if apps.is_installed("django_jobs"):
+        return []
+    return [
+        Error(
+            f"TASKS[{alias!r}] names {JOBS_BACKEND_PATH!r}, but 'django_jobs' is not in "
+            "INSTALLED_APPS.",
+            hint="Add 'django_jobs' to INSTALLED_APPS and run manage.py migrate: the backend "
+            "stores tasks in its tables.",
+            id="django_jobs.E008",
+        )
+    ]
