@@ -4,6 +4,7 @@
 #   ./runtests.sh                                  all databases, Python 3.11 and 3.13
 #   ./runtests.sh --db sqlite --python 3.11        one combination
 #   ./runtests.sh --db postgres,mariadb -- -x -k claim    pytest options after --
+#   ./runtests.sh --db pgbouncer                   the PgBouncer subset (see PGBOUNCER_TESTS)
 #   ./runtests.sh --setup-only                     only build the venvs and start the services
 #
 # The venvs .venv-py311 (Django 5.2 LTS) and .venv-py313 (Django 6) are built on first use
@@ -21,17 +22,33 @@ DEP_GROUPS=(test lint docs)
 
 POSTGRES_URL="postgres://postgres@127.0.0.1:5432/postgres"
 MARIADB_URL="mysql://root@127.0.0.1:3306/test"
+# PgBouncer in transaction pooling mode in front of the same PostgreSQL; the tests reach
+# PostgreSQL itself too (POSTGRES_URL), to LISTEN on (DJANGO_JOBS["LISTEN_DATABASE"]).
+PGBOUNCER_PORT=6432
+PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres"
+# What runs through it when no test paths are given: claiming, exactly-once and graceful
+# stop with real workers, waking (LISTEN on the direct alias, and polling without it), and
+# reconnection (in test_pgbouncer.py: test_reconnect.py expects the database errors that
+# PgBouncer hides). On Python 3.11 only, unless --db names pgbouncer.
+PGBOUNCER_TESTS=(
+    tests/test_pgbouncer.py tests/test_claiming.py tests/test_worker_processes.py
+    tests/test_notify.py tests/test_batches.py
+)
+PGBOUNCER_DEFAULT_PYTHONS=(3.11)
 CHROMIUM="/usr/bin/chromium"
-APT_PACKAGES=(libmariadb-dev pkg-config chromium faketime)  # faketime: the chaos test's skewed clocks
+# faketime: the chaos test's skewed clocks; pgbouncer: --db pgbouncer
+APT_PACKAGES=(libmariadb-dev pkg-config chromium faketime pgbouncer)
 
-ALL_DBS=(sqlite postgres mariadb)
+ALL_DBS=(sqlite postgres mariadb pgbouncer)
 ALL_PYTHONS=(3.11 3.13)
 
 usage() {
     cat <<'EOF'
 Usage: ./runtests.sh [options] [-- pytest options]
 
-  --db NAME          sqlite, postgres, mariadb or all; repeatable or a comma list (default: all)
+  --db NAME          sqlite, postgres, mariadb, pgbouncer or all; repeatable or a comma list
+                     (default: all; pgbouncer runs PostgreSQL through PgBouncer in transaction
+                     mode, a subset of the tests, on Python 3.11 unless named with --db)
   --python VERSION   3.11 (Django 5.2), 3.13 (Django 6) or all; repeatable or a comma list
                      (default: all)
   --setup-only       install system packages, start the databases selected with --db and build
@@ -49,6 +66,7 @@ die() { printf 'runtests.sh: %s\n' "$*" >&2; exit 2; }
 # --- arguments -----------------------------------------------------------------------------
 
 DBS=()
+PGBOUNCER_NAMED=0
 PYTHONS=()
 SETUP_ONLY=0
 REINSTALL=0
@@ -62,9 +80,10 @@ add_dbs() {
         case "$item" in
             all) DBS+=("${ALL_DBS[@]}") ;;
             sqlite | postgres | mariadb) DBS+=("$item") ;;
+            pgbouncer) DBS+=(pgbouncer); PGBOUNCER_NAMED=1 ;;
             postgresql) DBS+=(postgres) ;;
             mysql) DBS+=(mariadb) ;;
-            *) die "unknown database '$item'; use sqlite, postgres, mariadb or all." ;;
+            *) die "unknown database '$item'; use sqlite, postgres, mariadb, pgbouncer or all." ;;
         esac
     done
 }
@@ -196,11 +215,78 @@ ensure_mariadb() {
     wait_for 60 "MariaDB (127.0.0.1:3306)" mariadb_ready
 }
 
+# PgBouncer: started here on 127.0.0.1:6432 unless something already listens there, from a
+# config in a temporary folder, and stopped again when this script ends.
+PGBOUNCER_DIR=""
+pgbouncer_ready() { port_open "$PGBOUNCER_PORT"; }
+
+ensure_pgbouncer() {
+    if pgbouncer_ready; then
+        log "Using the PgBouncer already listening on 127.0.0.1:$PGBOUNCER_PORT"
+        return 0
+    fi
+    if ! command -v pgbouncer >/dev/null; then
+        log "error: pgbouncer is not installed (Debian: apt-get install pgbouncer)."
+        return 1
+    fi
+    PGBOUNCER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/django_jobs-pgbouncer.XXXXXX")" || return 1
+    # Every database name goes to the test PostgreSQL (the wildcard), so the test database
+    # that pytest-django creates is reachable too. Trust, as the test PostgreSQL does; the
+    # user must still be listed in the auth file.
+    cat >"$PGBOUNCER_DIR/pgbouncer.ini" <<INI || return 1
+[databases]
+* = host=127.0.0.1 port=5432
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $PGBOUNCER_DIR/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+max_client_conn = 500
+default_pool_size = 30
+ignore_startup_parameters = extra_float_digits,options
+logfile = $PGBOUNCER_DIR/pgbouncer.log
+pidfile = $PGBOUNCER_DIR/pgbouncer.pid
+INI
+    printf '"postgres" ""\n' >"$PGBOUNCER_DIR/userlist.txt" || return 1
+    local version
+    version="$(pgbouncer --version | head -n 1)"
+    log "Starting $version on 127.0.0.1:$PGBOUNCER_PORT (transaction pooling; $PGBOUNCER_DIR)"
+    local -a run_as=()
+    if is_root; then
+        # PgBouncer refuses to run as root: it drops to postgres, which must read its folder.
+        chown -R postgres: "$PGBOUNCER_DIR" || return 1
+        run_as=(-u postgres)
+    fi
+    pgbouncer -q -d ${run_as[@]+"${run_as[@]}"} "$PGBOUNCER_DIR/pgbouncer.ini" || return 1
+    wait_for 15 "PgBouncer (127.0.0.1:$PGBOUNCER_PORT)" pgbouncer_ready
+}
+
+# shellcheck disable=SC2317  # called by the traps
+stop_pgbouncer() {
+    [[ -n "$PGBOUNCER_DIR" ]] || return 0
+    local pid
+    pid="$(cat "$PGBOUNCER_DIR/pgbouncer.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]]; then
+        kill "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$PGBOUNCER_DIR"
+    PGBOUNCER_DIR=""
+}
+
 # Databases that could not be reached: their combinations fail, the others still run.
 UNAVAILABLE_DBS=()
 ensure_services() {
-    if wants_db postgres && ! ensure_postgres; then UNAVAILABLE_DBS+=(postgres); fi
+    if wants_db postgres || wants_db pgbouncer; then
+        ensure_postgres || UNAVAILABLE_DBS+=(postgres pgbouncer)
+    fi
     if wants_db mariadb && ! ensure_mariadb; then UNAVAILABLE_DBS+=(mariadb); fi
+    if wants_db pgbouncer && db_available pgbouncer && ! ensure_pgbouncer; then
+        UNAVAILABLE_DBS+=(pgbouncer)
+    fi
     return 0
 }
 db_available() { [[ " ${UNAVAILABLE_DBS[*]} " != *" $1 "* ]]; }
@@ -343,14 +429,61 @@ run_combination() {
             ;;
         postgres) env_vars+=("DATABASE_URL=$POSTGRES_URL") ;;
         mariadb) env_vars+=("DATABASE_URL=$MARIADB_URL") ;;
+        pgbouncer)
+            env_vars+=(
+                "DATABASE_URL=$PGBOUNCER_URL"
+                "DJANGO_JOBS_PGBOUNCER_DIRECT_URL=$POSTGRES_URL"
+                "DJANGO_JOBS_TEST_DB_SUFFIX=$PGBOUNCER_SUFFIX"
+            )
+            ;;
     esac
+    local -a pytest_args=(${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"})
+    if [[ "$db" == pgbouncer ]]; then
+        # PgBouncer keeps idle server connections to the test database, so pytest-django's
+        # DROP DATABASE through it fails: the database is kept (--reuse-db) and dropped here,
+        # on PostgreSQL itself, before and after.
+        drop_pgbouncer_test_db "$venv" || return 1
+        pytest_args=(--reuse-db ${pytest_args[@]+"${pytest_args[@]}"})
+        has_test_paths || pytest_args+=("${PGBOUNCER_TESTS[@]}")
+    fi
     printf '\n==> %s\n' "$label" >&2
     # Variables the tests hand to worker subprocesses must not leak in from the caller.
     env -u DJANGO_JOBS_USE_TEST_DB -u DJANGO_JOBS_TEST_DB_NAME -u DJANGO_SETTINGS_MODULE \
-        "${env_vars[@]}" "$venv/bin/python" -m pytest ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} \
+        -u DJANGO_JOBS_PGBOUNCER_DIRECT_URL -u DJANGO_JOBS_LISTEN_DATABASE \
+        "${env_vars[@]}" "$venv/bin/python" -m pytest ${pytest_args[@]+"${pytest_args[@]}"} \
         || rc=$?
     remove_sqlite_tmpdir
+    if [[ "$db" == pgbouncer ]]; then
+        drop_pgbouncer_test_db "$venv" || true
+    fi
     return "$rc"
+}
+
+# The PgBouncer runs' own test database, apart from the postgres runs' one.
+PGBOUNCER_SUFFIX="${DJANGO_JOBS_TEST_DB_SUFFIX:-pgbouncer}"
+
+drop_pgbouncer_test_db() {
+    "$1/bin/python" - "test_postgres_$PGBOUNCER_SUFFIX" <<'PY'
+import sys
+
+import psycopg
+from psycopg import sql
+
+with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres") as conn:
+    conn.autocommit = True
+    # WITH (FORCE) ends the sessions PgBouncer still holds to it (PostgreSQL 13 and later).
+    name = sql.Identifier(sys.argv[1])
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+PY
+}
+
+# True if the pytest options after -- name tests (a path), not only options.
+has_test_paths() {
+    local arg
+    for arg in ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}; do
+        [[ "$arg" != -* && -e "${arg%%::*}" ]] && return 0
+    done
+    return 1
 }
 
 remove_sqlite_tmpdir() {
@@ -374,11 +507,13 @@ print_summary() {
 # shellcheck disable=SC2317  # called by the trap
 interrupted() {
     remove_sqlite_tmpdir
+    stop_pgbouncer
     print_summary
     printf 'Interrupted.\n'
     exit 130
 }
 trap interrupted INT TERM
+trap stop_pgbouncer EXIT
 
 for version in "${PYTHONS[@]}"; do
     django_version=""
@@ -386,6 +521,12 @@ for version in "${PYTHONS[@]}"; do
         django_version="$("$(venv_dir "$version")/bin/python" -c 'import django; print(django.get_version())')"
     fi
     for db in "${DBS[@]}"; do
+        # Unless --db names it, the PgBouncer subset runs on one Python: it tests the pooler,
+        # which the Python and Django lines do not change.
+        if [[ "$db" == pgbouncer ]] && ((!PGBOUNCER_NAMED)) \
+            && [[ " ${PGBOUNCER_DEFAULT_PYTHONS[*]} " != *" $version "* ]]; then
+            continue
+        fi
         label="Python $version + Django ${django_version:-?} on $db"
         if [[ -z "$django_version" ]]; then
             record "$label" "FAILED: venv setup failed" 1

@@ -28,6 +28,10 @@ class JobsSettings:
     # seconds without a heartbeat after which a worker is dead; None = its own lock lifetime
     STALE_WORKER_AFTER: float | None = None
     NOTIFY: bool = True  # PostgreSQL: wake idle workers with LISTEN/NOTIFY (False: poll only)
+    # Where workers LISTEN: None = on the connection they claim with; an alias of DATABASES =
+    # on a connection of their own to it (PostgreSQL itself, when DATABASE goes through a
+    # pooler such as PgBouncer in transaction mode); False = nowhere: workers poll.
+    LISTEN_DATABASE: str | bool | None = None
     # Finished jobs and runs older than this are deleted by the workers, hourly: "30d",
     # "12h", a timedelta or seconds. None keeps the history forever (see purgejobs).
     RETENTION: str | float | timedelta | None = None

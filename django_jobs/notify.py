@@ -7,6 +7,12 @@ sleeps on that connection's socket and on its own wake-up pipe at once: a notifi
 the very thread, and the very database backend, that runs the claim, with no hand-over
 between threads or connections on the way (W2 in docs/performance.md).
 Polling stays the fallback: a lost notification costs at most one poll interval.
+
+Behind a pooler in transaction mode (PgBouncer), NOTIFY still works (it is sent in a
+transaction of its own) but a LISTEN on a pooled connection hears nothing, since the session
+is not kept. DJANGO_JOBS["LISTEN_DATABASE"] says where workers listen: None, on the
+connection they claim with; an alias, on a connection of their own to PostgreSQL itself;
+False, nowhere: they poll, and say so when they start.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings as django_settings
+from django.core.checks import CheckMessage, Error, Tags, register
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from .conf import settings
+from .conf import raw_settings, settings
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +39,8 @@ CHANNEL = "django_jobs"
 ALL_QUEUES = "*"  # the payload that wakes every worker, whatever queues it serves
 
 
-def supported(using: str) -> bool:
-    """True if the database can wake workers (PostgreSQL with psycopg 3)."""
+def _postgresql(using: str) -> bool:
+    """True if `using` is PostgreSQL with psycopg 3 (NOTIFY works through a pooler too)."""
     connection = connections[using]
     if connection.vendor != "postgresql":
         return False
@@ -41,6 +49,76 @@ def supported(using: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def listen_alias(using: str) -> str | None:
+    """The alias whose connection a worker of `using` LISTENs on; None if it polls."""
+    choice = settings.LISTEN_DATABASE
+    if choice is False or not _postgresql(using):
+        return None
+    alias = choice if isinstance(choice, str) else using
+    if alias not in django_settings.DATABASES or not _postgresql(alias):
+        return None  # reported by the system check django_jobs.E008
+    return alias
+
+
+def supported(using: str) -> bool:
+    """True if workers of `using` can be woken by LISTEN/NOTIFY; the worker asks at start.
+
+    PostgreSQL with psycopg 3, unless DJANGO_JOBS["LISTEN_DATABASE"] is False (a pooler in
+    transaction mode holds no LISTEN): then the worker polls, and this logs the line that
+    says so.
+    """
+    if not _postgresql(using):
+        return False
+    if listen_alias(using) is None:
+        logger.info(
+            "Not listening for new jobs: DJANGO_JOBS['LISTEN_DATABASE'] is %r, so idle "
+            "workers poll for them. Behind PgBouncer in transaction mode, name a direct "
+            "PostgreSQL connection there to wake workers at once.",
+            settings.LISTEN_DATABASE,
+        )
+        return False
+    return True
+
+
+@register(Tags.compatibility)
+def check_listen_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """LISTEN_DATABASE is None, False, or the alias of a PostgreSQL database."""
+    value = raw_settings().get("LISTEN_DATABASE")
+    name = "DJANGO_JOBS['LISTEN_DATABASE']"
+    if value is None or value is False:
+        return []
+    if not isinstance(value, str):
+        return [
+            Error(
+                f"{name} is {value!r}.",
+                hint="Use None (listen on the connection workers claim with), False (do not "
+                "listen: workers poll, e.g. behind PgBouncer in transaction mode), or the alias "
+                "of a direct PostgreSQL connection in DATABASES.",
+                id="django_jobs.E008",
+            )
+        ]
+    if value not in django_settings.DATABASES:
+        return [
+            Error(
+                f"{name} is {value!r}, which is not in DATABASES.",
+                hint=f"Use one of: {', '.join(django_settings.DATABASES)}; or False to poll.",
+                id="django_jobs.E008",
+            )
+        ]
+    vendor = connections[value].vendor
+    if vendor != "postgresql":
+        return [
+            Error(
+                f"{name} is {value!r}, a {vendor} database, and only PostgreSQL can LISTEN.",
+                hint="Name an alias that connects to the PostgreSQL server of "
+                "DJANGO_JOBS['DATABASE'] directly (not through the pooler), or use False to "
+                "poll.",
+                id="django_jobs.E008",
+            )
+        ]
+    return []
 
 
 def wake_workers(using: str, queues: Iterable[str], due_at: datetime | None = None) -> None:
@@ -55,7 +133,7 @@ def wake_workers(using: str, queues: Iterable[str], due_at: datetime | None = No
         horizon = timezone.now() + timedelta(seconds=settings.POLL_INTERVAL)
         if due_at > horizon:
             return  # a worker's next poll comes before it is due
-    if not supported(using):
+    if not _postgresql(using):
         return
     names = sorted(set(queues))
     transaction.on_commit(lambda: send(using, names), using=using, robust=True)
@@ -148,23 +226,42 @@ class Wakeup:
 
 
 class ClaimListener:
-    """LISTEN on the claim loop's own Django connection, and read what arrives on it.
+    """LISTEN for new jobs, and read what arrives; the claim loop sleeps on fileno().
 
-    PostgreSQL delivers notifications between statements: those that arrive while the claim
-    loop runs a query reach on_notify() through psycopg, and heard() reads those that came
-    while it slept. A new connection (after a database restart, a dropped connection) does
-    not listen until listen() is called again; notifications sent in between are lost, so
-    after it the caller looks for due jobs before sleeping.
+    By default it listens on the claim loop's own Django connection: PostgreSQL delivers
+    notifications between statements, so those that arrive while the claim loop runs a query
+    reach on_notify() through psycopg, and heard() reads those that came while it slept.
+    With DJANGO_JOBS["LISTEN_DATABASE"] naming another alias (PostgreSQL itself, when the
+    jobs database goes through a pooler), it listens on a psycopg connection of its own to
+    that alias, which runs nothing but LISTEN.
+
+    A new connection (after a database restart, a dropped connection) does not listen until
+    listen() is called again; notifications sent in between are lost, so after it the
+    caller looks for due jobs before sleeping.
     """
 
     def __init__(self, using: str, queues: Sequence[str] = ()) -> None:
         self.using = using
         self.queues = set(queues)
+        self.listen_using = listen_alias(using) or using
+        self.dedicated = self.listen_using != using
         self._raw: Any = None
         self._pending = False
+        if self.dedicated:
+            logger.info(
+                "Listening for new jobs on the database %r (DJANGO_JOBS['LISTEN_DATABASE']); "
+                "claiming them on %r.",
+                self.listen_using,
+                using,
+            )
 
     def listen(self) -> bool:
         """LISTEN on the current connection; True if it was not listening yet."""
+        if self.dedicated:
+            if self._raw is not None and not self._raw.closed:
+                return False
+            self._raw = self._connect()
+            return True
         connection = connections[self.using]
         connection.ensure_connection()
         raw = connection.connection
@@ -175,6 +272,22 @@ class ClaimListener:
             cursor.execute(f"LISTEN {CHANNEL}")
         self._raw = raw
         return True
+
+    def _connect(self) -> Any:
+        """A connection of our own to LISTEN_DATABASE, listening; outside Django's handling."""
+        import psycopg
+
+        connection = connections[self.listen_using]
+        params = connection.get_connection_params()
+        with connection.wrap_database_errors:
+            raw = psycopg.connect(**params, autocommit=True)
+            try:
+                raw.execute(f"LISTEN {CHANNEL}")
+            except BaseException:
+                raw.close()
+                raise
+        raw.add_notify_handler(self.on_notify)
+        return raw
 
     def fileno(self) -> int:
         """The connection's socket, to wait on for notifications."""
@@ -188,11 +301,19 @@ class ClaimListener:
         """True if a notification for a queue we serve arrived since the last call.
 
         Reads what the socket holds without waiting. A connection lost while idle raises the
-        database error here, as a query would.
+        database error here, as a query would (the next listen() connects again).
         """
-        pgconn = self._raw.pgconn
-        with connections[self.using].wrap_database_errors:
-            pgconn.consume_input()
+        raw = self._raw
+        pgconn = raw.pgconn
+        try:
+            with connections[self.listen_using].wrap_database_errors:
+                pgconn.consume_input()
+        except DatabaseError:
+            if self.dedicated:
+                self._raw = None
+                with contextlib.suppress(Exception):
+                    raw.close()
+            raise
         while (notify := pgconn.notifies()) is not None:
             if self._wanted(notify.extra.decode(errors="replace")):
                 self._pending = True
@@ -202,8 +323,14 @@ class ClaimListener:
     def unlisten(self) -> None:
         """Stop listening (the connection may go back to a pool); quiet if it is gone."""
         raw, self._raw = self._raw, None
+        if raw is None or raw.closed:
+            return
+        if self.dedicated:
+            with contextlib.suppress(Exception):
+                raw.close()
+            return
         connection = connections[self.using]
-        if raw is None or raw.closed or connection.connection is not raw:
+        if connection.connection is not raw:
             return
         raw.remove_notify_handler(self.on_notify)
         try:

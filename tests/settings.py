@@ -46,6 +46,29 @@ if os.environ.get("DJANGO_JOBS_USE_TEST_DB"):
     _db["NAME"] = os.environ["DJANGO_JOBS_USE_TEST_DB"]
 DATABASES = {"default": _db}
 
+# DJANGO_JOBS_PGBOUNCER_DIRECT_URL (runtests.sh --db pgbouncer): DATABASE_URL goes through
+# PgBouncer in transaction mode, and this URL reaches the same PostgreSQL directly. It is the
+# "direct" alias, for LISTEN only (a mirror of the test database, not a database of its own).
+# DJANGO_JOBS_LISTEN_DATABASE overrides the setting: "false" (poll), "none" (the pooled
+# connection), or an alias.
+DJANGO_JOBS: dict[str, object] = {}
+_DIRECT_URL = os.environ.get("DJANGO_JOBS_PGBOUNCER_DIRECT_URL")
+if _DIRECT_URL:
+    # What a project behind PgBouncer 1.18 (no max_prepared_statements) sets: no server-side
+    # prepared statements (Django's default, spelt out) and no server-side cursors, since
+    # neither outlives the transaction on a pooled connection.
+    _db.setdefault("OPTIONS", {})["prepare_threshold"] = None
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = True
+    _direct = dj_database_url.parse(_DIRECT_URL, conn_max_age=0)
+    _direct["TEST"] = {"MIRROR": "default"}
+    if os.environ.get("DJANGO_JOBS_USE_TEST_DB"):
+        _direct["NAME"] = os.environ["DJANGO_JOBS_USE_TEST_DB"]
+    DATABASES["direct"] = _direct
+    DJANGO_JOBS["LISTEN_DATABASE"] = "direct"
+_LISTEN = os.environ.get("DJANGO_JOBS_LISTEN_DATABASE")
+if _LISTEN:
+    DJANGO_JOBS["LISTEN_DATABASE"] = {"false": False, "none": None}.get(_LISTEN.lower(), _LISTEN)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.conf import settings
+from django.db import connection, connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from django_jobs import now, schedule, schedule_many
+from django_jobs import notify, now, schedule, schedule_many
 from django_jobs.models import Job, JobState
 from django_jobs.notify import CHANNEL, ClaimListener
 from tests.conftest import wait_for
@@ -22,12 +23,18 @@ postgresql_only = pytest.mark.skipif(
 )
 
 
+# runtests.sh --db pgbouncer: the test database is reached through PgBouncer (transaction
+# pooling), where a LISTEN is not kept; "direct" reaches PostgreSQL itself, to listen on.
+POOLED = "direct" in settings.DATABASES
+LISTEN_ALIAS = "direct" if POOLED else "default"
+
+
 @pytest.fixture
 def listening() -> Any:
     """A connection of the test's own that LISTENs like a worker does; yields a reader."""
     import psycopg
 
-    params = dict(connection.get_connection_params())
+    params = dict(connections[LISTEN_ALIAS].get_connection_params())
     for key in ("cursor_factory", "context", "prepare_threshold"):
         params.pop(key, None)
     conn = psycopg.connect(**params, autocommit=True)
@@ -99,6 +106,7 @@ def test_notify_false_turns_notifications_off(listening):
 
 
 @postgresql_only
+@pytest.mark.skipif(POOLED, reason="Through PgBouncer the claim connection keeps no LISTEN.")
 @pytest.mark.django_db(transaction=True)
 def test_the_claim_listener_hears_only_its_queues_during_queries():
     # The claim loop's own connection listens; a notification that arrives while it runs a
@@ -195,3 +203,45 @@ def test_a_new_schedule_due_soon_wakes_idle_workers(listening):
     listening(timeout=0.3)
     job.change_schedule("every 1 second", "UTC")  # its first run is within a poll interval
     assert listening() == ["default"]
+
+
+@pytest.mark.django_db
+def test_listen_database_false_polls_and_says_so_at_start(caplog):
+    with override_settings(DJANGO_JOBS={"LISTEN_DATABASE": False}):
+        assert notify.supported("default") is False
+    if connection.vendor == "postgresql":
+        assert "Not listening for new jobs: DJANGO_JOBS['LISTEN_DATABASE'] is False" in caplog.text
+        with override_settings(DJANGO_JOBS={"LISTEN_DATABASE": None}):
+            assert notify.supported("default") is True
+    else:
+        assert caplog.text == ""  # other databases always poll: nothing to explain
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (3, "DJANGO_JOBS['LISTEN_DATABASE'] is 3."),
+        (True, "DJANGO_JOBS['LISTEN_DATABASE'] is True."),
+        ("nope", "DJANGO_JOBS['LISTEN_DATABASE'] is 'nope', which is not in DATABASES."),
+    ],
+)
+def test_the_check_refuses_a_listen_database_that_is_not_an_alias(value, message):
+    with override_settings(DJANGO_JOBS={"LISTEN_DATABASE": value}):
+        errors = notify.check_listen_database()
+    assert [(e.id, e.msg) for e in errors] == [("django_jobs.E008", message)]
+    assert errors[0].hint
+
+
+def test_the_check_accepts_none_false_and_a_postgresql_alias():
+    for value in (None, False):
+        with override_settings(DJANGO_JOBS={"LISTEN_DATABASE": value}):
+            assert notify.check_listen_database() == []
+    with override_settings(DJANGO_JOBS={"LISTEN_DATABASE": "default"}):
+        errors = notify.check_listen_database()
+    if connection.vendor == "postgresql":
+        assert errors == []
+    else:
+        assert [e.msg for e in errors] == [
+            f"DJANGO_JOBS['LISTEN_DATABASE'] is 'default', a {connection.vendor} database, "
+            "and only PostgreSQL can LISTEN."
+        ]

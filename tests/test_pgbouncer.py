@@ -1,0 +1,177 @@
+"""Through PgBouncer in transaction pooling mode (runtests.sh --db pgbouncer).
+
+The test database is reached through PgBouncer on 127.0.0.1:6432; the "direct" alias reaches
+PostgreSQL itself, for LISTEN only (DJANGO_JOBS["LISTEN_DATABASE"] = "direct"). The claiming,
+exactly-once, graceful-stop and reconnection tests run through it as they are; these check
+that the connection really goes through the pooler, and both ways a worker learns of new jobs.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+
+from django_jobs import notify, now, schedule_many
+from django_jobs.models import Job, JobRun, JobState, RunOutcome
+from django_jobs.notify import CHANNEL, ClaimListener
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.skipif(
+    "direct" not in settings.DATABASES,
+    reason="Run through PgBouncer with ./runtests.sh --db pgbouncer.",
+)
+
+POLLING_LINE = "Not listening for new jobs: DJANGO_JOBS['LISTEN_DATABASE'] is False"
+
+
+def admin_console(command: str) -> list[dict[str, Any]]:
+    """Rows of a PgBouncer admin command (SHOW ...), from its console on the pooler's port."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        dbname="pgbouncer",
+        autocommit=True,
+        row_factory=dict_row,
+    ) as console:
+        return console.execute(command).fetchall()
+
+
+def kill_server_connections() -> int:
+    """Drop every PostgreSQL session on the test database (PgBouncer's and the LISTENs)."""
+    import psycopg
+
+    with psycopg.connect(**connections["direct"].get_connection_params(), autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.django_db
+def test_the_test_database_is_reached_through_pgbouncer_in_transaction_mode():
+    config = {row["key"]: row["value"] for row in admin_console("SHOW CONFIG")}
+    assert config["pool_mode"] == "transaction"
+    assert str(connection.settings_dict["PORT"]) == config["listen_port"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT inet_server_port(), current_database()")
+        server_port, database = cursor.fetchone()
+    # PostgreSQL's own port answers, while this client talks to the pooler's.
+    assert server_port == int(connections["direct"].settings_dict["PORT"])
+    assert server_port != int(connection.settings_dict["PORT"])
+    clients = admin_console("SHOW CLIENTS")
+    assert any(client["database"] == database for client in clients), clients
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "direct"])
+def test_a_listener_on_the_direct_alias_hears_a_notify_sent_through_the_pooler():
+    listener = ClaimListener("default", queues=["emails"])
+    assert (listener.dedicated, listener.listen_using) == (True, "direct")
+    assert notify.listen_alias("default") == "direct"
+    try:
+        assert listener.listen() is True
+        assert listener.listen() is False  # its own connection: already listening
+        assert select.select([listener.fileno()], [], [], 0.2)[0] == []
+        notify.send("default", ["reports"])  # through PgBouncer: NOTIFY needs no session
+        assert select.select([listener.fileno()], [], [], 5)[0]
+        assert listener.heard() is False  # read, and not for us
+        notify.send("default", ["emails"])
+        assert select.select([listener.fileno()], [], [], 5)[0]
+        assert listener.heard() is True
+    finally:
+        listener.unlisten()
+    assert listener.listen() is True  # a new connection, listening again
+    listener.unlisten()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listen_on_the_pooled_connection_is_not_kept():
+    # Why LISTEN_DATABASE exists: the LISTEN ends with its transaction's server connection.
+    import psycopg
+
+    params = dict(connection.get_connection_params())
+    with (
+        psycopg.connect(**params, autocommit=True) as pooled,
+        psycopg.connect(**params, autocommit=True) as sender,
+    ):
+        pooled.execute(f"LISTEN {CHANNEL}")
+        sender.execute("SELECT pg_notify(%s, '*')", [CHANNEL])
+        assert select.select([pooled.pgconn.socket], [], [], 1)[0] == []
+
+
+@pytest.mark.slow
+def test_without_a_direct_connection_a_worker_polls_and_says_so(start_worker, worker_env):
+    worker_env["DJANGO_JOBS_LISTEN_DATABASE"] = "false"
+    worker = start_worker("--poll-interval", "0.5", "--worker-id", "poller")
+    wait_for(lambda: POLLING_LINE in worker.output())
+    job = now("record")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).exists(), 20)
+    assert "Worker poller: listening for new jobs" not in worker.output()
+
+
+@pytest.mark.slow
+def test_with_the_direct_alias_an_idle_worker_starts_a_new_job_at_once(start_worker):
+    # A minute between polls: only the notification, heard on "direct", starts the job.
+    worker = start_worker("--poll-interval", "60", "--worker-id", "direct")
+    wait_for(lambda: "Worker direct: listening for new jobs" in worker.output())
+    assert "Listening for new jobs on the database 'direct'" in worker.output()
+    job = now("record")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).exists(), 20)
+
+
+@pytest.mark.slow
+def test_jobs_run_exactly_once_while_the_server_connections_are_killed(start_worker, tmp_path):
+    # PgBouncer hides most of these kills from its clients (it drops a dead idle server
+    # connection and opens another); what must hold is that every job runs once.
+    lines: Path = tmp_path / "executions.txt"
+    jobs = schedule_many(
+        ("now", "append-line", {"path": str(lines), "seconds": 0.005}) for _ in range(300)
+    )
+    worker = start_worker("--concurrency", "4", "--worker-id", "survivor", "--lock-lifetime", "3")
+
+    def done() -> bool:
+        return Job.objects.filter(state=JobState.SUCCEEDED).count() == len(jobs)
+
+    kills = 0
+    deadline = time.monotonic() + 120
+    while not done() and time.monotonic() < deadline:
+        if kills < 6 and lines.exists() and kill_server_connections():
+            kills += 1
+        time.sleep(0.25)
+    wait_for(done, timeout=120)
+    assert kills >= 2, "the drain ended before the connections could be killed"
+
+    counts = Counter(int(line.split()[0]) for line in lines.read_text().splitlines())
+    assert set(counts) == {job.pk for job in jobs}
+    assert set(counts.values()) == {1}, [pk for pk, n in counts.items() if n > 1]
+    succeeded = Counter(
+        JobRun.objects.filter(outcome=RunOutcome.SUCCEEDED).values_list("job_id", flat=True)
+    )
+    assert set(succeeded.values()) == {1} and len(succeeded) == len(jobs)
+    assert not JobRun.objects.filter(outcome=RunOutcome.RUNNING).exists()
+    assert worker.proc.poll() is None  # it carried on
+
+
+@pytest.mark.slow
+def test_the_direct_listener_reconnects_and_an_idle_worker_still_wakes_at_once(start_worker):
+    worker = start_worker("--poll-interval", "60", "--worker-id", "relisten")
+    listening = "Worker relisten: listening for new jobs"
+    wait_for(lambda: worker.output().count(listening) == 1)
+    time.sleep(0.5)  # asleep on the direct connection's socket: a poll is a minute away
+    assert kill_server_connections() >= 1
+    wait_for(lambda: worker.output().count(listening) == 2, timeout=30)
+    time.sleep(0.5)  # let the worker fall asleep again
+    job = now("record")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).exists(), 20)
