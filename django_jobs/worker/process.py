@@ -171,7 +171,7 @@ class Worker:
         delay = backoff(failures)
         if isinstance(exc, DatabaseError):
             logger.warning(
-                "Worker %s: database error while %s (%s); retrying in %.1fs.",
+                "Worker %s: database error while %s (%s); reconnecting, retrying in %.1fs.",
                 self.worker_id,
                 what,
                 str(exc).strip(),
@@ -274,8 +274,9 @@ class Worker:
             except Exception as exc:
                 # The connection was lost while idle: the next claim reconnects (or backs off).
                 logger.warning(
-                    "Worker %s: error while waiting for jobs (%s); reconnecting.",
+                    "Worker %s: %s while waiting for jobs (%s); reconnecting.",
                     self.worker_id,
+                    "database error" if isinstance(exc, DatabaseError) else "error",
                     str(exc).strip(),
                 )
                 close_connection(self.using)
