@@ -63,7 +63,7 @@ from .validation import (
 )
 
 # The models load only where django_jobs is an installed app; without it, this module still
-# imports, so that the framework's system checks can call JobsBackend.check() (E008).
+# imports, so that the framework's system checks can call JobsBackend.check() (E009).
 if TYPE_CHECKING:
     from .models import Job, JobRun
 
@@ -109,7 +109,7 @@ class JobsBackend(BaseTaskBackend):
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         where = f"TASKS[{alias!r}]"
-        if apps.is_installed("django_jobs"):  # else check() reports django_jobs.E008
+        if apps.is_installed("django_jobs"):  # else check() reports django_jobs.E009
             from .models import Job
 
             if len(alias) > Job._meta.get_field("task_backend").max_length:  # type: ignore[operator]

@@ -197,6 +197,6 @@ def check_tasks_app(alias: str) -> list[CheckMessage]:
             "INSTALLED_APPS.",
             hint="Add 'django_jobs' to INSTALLED_APPS and run manage.py migrate: the backend "
             "stores tasks in its tables.",
-            id="django_jobs.E008",
+            id="django_jobs.E009",
         )
     ]

@@ -182,7 +182,7 @@ def test_jobs_backend_without_the_app_is_an_error_with_the_fix():
             backend.enqueue(tasks.add, [1, 2], {})
         with pytest.raises(ImproperlyConfigured):
             backend.get_result("1")
-    assert error.id == "django_jobs.E008"
+    assert error.id == "django_jobs.E009"
     assert error.msg == (
         "TASKS['default'] names 'django_jobs.backend.JobsBackend', but 'django_jobs' is not in "
         "INSTALLED_APPS."
@@ -235,7 +235,7 @@ def test_check_command_without_the_app_reports_it():
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "(django_jobs.E008) TASKS['default'] names 'django_jobs.backend.JobsBackend'" in (
+    assert "(django_jobs.E009) TASKS['default'] names 'django_jobs.backend.JobsBackend'" in (
         done.stdout
     )
     assert "RuntimeError" not in done.stdout + done.stderr
