@@ -22,6 +22,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "django_jobs"
 ALL_QUEUES = "*"  # the payload that wakes every worker, whatever queues it serves
+LISTEN_RETRY_MIN = 1.0  # seconds before a failed LISTEN_DATABASE connection is tried again
+LISTEN_RETRY_MAX = 30.0  # seconds; the delay doubles up to this while it keeps failing
 
 
 def _postgresql(using: str) -> bool:
@@ -247,6 +250,9 @@ class ClaimListener:
         self.dedicated = self.listen_using != using
         self._raw: Any = None
         self._pending = False
+        self._retry_at = 0.0  # time.monotonic() before which a failed connection is not retried
+        self._retry_delay = LISTEN_RETRY_MIN
+        self._idle: tuple[socket.socket, socket.socket] | None = None  # see fileno()
         if self.dedicated:
             logger.info(
                 "Listening for new jobs on the database %r (DJANGO_JOBS['LISTEN_DATABASE']); "
@@ -260,7 +266,17 @@ class ClaimListener:
         if self.dedicated:
             if self._raw is not None and not self._raw.closed:
                 return False
-            self._raw = self._connect()
+            if time.monotonic() < self._retry_at:
+                return False  # the claim loop polls until the retry is due
+            try:
+                self._raw = self._connect()
+            except DatabaseError:
+                # PostgreSQL itself is out of reach while the pooler is not: the claim loop
+                # polls meanwhile, rather than claiming and failing here in a tight loop.
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(2 * self._retry_delay, LISTEN_RETRY_MAX)
+                raise
+            self._retry_delay = LISTEN_RETRY_MIN
             return True
         connection = connections[self.using]
         connection.ensure_connection()
@@ -290,7 +306,15 @@ class ClaimListener:
         return raw
 
     def fileno(self) -> int:
-        """The connection's socket, to wait on for notifications."""
+        """The connection's socket, to wait on for notifications.
+
+        While a LISTEN_DATABASE connection waits to be tried again, a socket that never has
+        data, so the caller sleeps its whole timeout: it polls.
+        """
+        if self._raw is None:
+            if self._idle is None:
+                self._idle = socket.socketpair()
+            return self._idle[0].fileno()
         return int(self._raw.pgconn.socket)
 
     def on_notify(self, notify: Any) -> None:
@@ -304,6 +328,8 @@ class ClaimListener:
         database error here, as a query would (the next listen() connects again).
         """
         raw = self._raw
+        if raw is None:
+            return False  # a LISTEN_DATABASE connection waiting to be tried again
         pgconn = raw.pgconn
         try:
             with connections[self.listen_using].wrap_database_errors:
@@ -323,6 +349,9 @@ class ClaimListener:
     def unlisten(self) -> None:
         """Stop listening (the connection may go back to a pool); quiet if it is gone."""
         raw, self._raw = self._raw, None
+        idle, self._idle = self._idle, None
+        for end in idle or ():
+            end.close()
         if raw is None or raw.closed:
             return
         if self.dedicated:

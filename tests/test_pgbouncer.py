@@ -9,6 +9,7 @@ that the connection really goes through the pooler, and both ways a worker learn
 from __future__ import annotations
 
 import select
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 
 from django_jobs import notify, now, schedule_many
 from django_jobs.models import Job, JobRun, JobState, RunOutcome
@@ -94,6 +95,33 @@ def test_a_listener_on_the_direct_alias_hears_a_notify_sent_through_the_pooler()
         listener.unlisten()
     assert listener.listen() is True  # a new connection, listening again
     listener.unlisten()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_the_direct_connection_is_out_of_reach_the_listener_polls_then_retries(
+    monkeypatch,
+):
+    monkeypatch.setattr(notify, "LISTEN_RETRY_MIN", 0.3)
+    listener = ClaimListener("default")
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with monkeypatch.context() as m:
+        m.setitem(connections["direct"].settings_dict, "PORT", closed_port)
+        with pytest.raises(DatabaseError):
+            listener.listen()
+        # Not tried again at once (the claim loop would spin): it sleeps its whole timeout.
+        assert listener.listen() is False
+        assert listener.heard() is False
+        assert select.select([listener.fileno()], [], [], 0.1)[0] == []
+    time.sleep(0.35)
+    try:
+        assert listener.listen() is True
+        notify.send("default", ["*"])
+        assert select.select([listener.fileno()], [], [], 5)[0]
+        assert listener.heard() is True
+    finally:
+        listener.unlisten()
 
 
 @pytest.mark.django_db(transaction=True)
