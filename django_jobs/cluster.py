@@ -69,11 +69,12 @@ class Slot:
 class Supervisor:
     """Starts `processes` workers built from `worker_options` and keeps them running."""
 
-    def __init__(self, processes: int, worker_options: dict[str, Any]) -> None:
+    def __init__(self, processes: int, worker_options: dict[str, Any], verbosity: int = 1) -> None:
         if processes < 1:
             raise ValueError(f"Invalid processes={processes!r}. Use 1 or more.")
         self.processes = processes
         self.worker_options = dict(worker_options)
+        self.verbosity = verbosity  # runjobs -v, for spawned children to set up their logging
         self.slots = [Slot(number) for number in range(1, processes + 1)]
         self.stopping = False
         self._signals = 0
@@ -84,10 +85,12 @@ class Supervisor:
         """Supervise until every child has stopped; returns the exit status."""
         previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
         logger.info(
-            "Supervisor %d starting %d worker processes (%s).",
+            "Supervisor %d starting %d worker processes (%s): queues %s, concurrency %s each.",
             os.getpid(),
             self.processes,
             self._context.get_start_method(),
+            ",".join(self.worker_options.get("queues") or []) or "*",
+            self.worker_options.get("concurrency", 1),
         )
         try:
             for slot in self.slots:
@@ -127,6 +130,7 @@ class Supervisor:
         options = dict(self.worker_options)
         if options.get("worker_id"):
             options["worker_id"] = f"{options['worker_id']}-{slot.number}"
+        options["process"] = (slot.number, self.processes)  # for its banner
         return options
 
     def _start(self, slot: Slot) -> None:
@@ -134,7 +138,7 @@ class Supervisor:
         connections.close_all()
         process = self._context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(self._worker_options(slot), os.getpid()),
+            args=(self._worker_options(slot), os.getpid(), self.verbosity),
             name=f"django_jobs-worker-{slot.number}",
         )
         # Signals stay blocked across the fork until the child has its own handlers, so a
@@ -219,7 +223,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)  # the supervisor died before the line above
 
 
-def _child_main(options: dict[str, Any], parent_pid: int) -> None:
+def _child_main(options: dict[str, Any], parent_pid: int, verbosity: int = 1) -> None:
     """A worker process: set up, run one Worker, exit with its status."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -230,6 +234,9 @@ def _child_main(options: dict[str, Any], parent_pid: int) -> None:
 
     if not apps.ready:  # spawned: a fresh interpreter
         django.setup()
+        from .worker import report
+
+        report.configure_logging(verbosity)  # a forked child has the supervisor's already
     from .worker import Worker
 
     sys.exit(Worker(**options).run())

@@ -24,6 +24,9 @@ from ..signals import job_failed, job_started, job_succeeded
 from ..validation import check_json
 
 logger = logging.getLogger("django_jobs.worker")
+# A line per finished job (report.JOBS_LOGGER): off (WARNING) unless `runjobs -v 2` or the
+# project's LOGGING turns it on; each success checks isEnabledFor() before building anything.
+jobs_logger = logging.getLogger("django_jobs.jobs")
 
 # Reports an ended run to whoever writes it; waits for the write when `signal` has receivers.
 Report = Callable[["Running", claiming.Outcome, Signal], None]
@@ -39,6 +42,7 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
     recorded: threading.Event = field(default_factory=threading.Event)  # once it is written
+    retrying: bool = False  # a failed attempt that will run again (for the worker's summary)
     # The key in Worker._running: the job and the claim's lock token, taken when it is claimed
     # (writing the outcome clears the token on the job instance).
     key: tuple[int, str] = field(init=False)
@@ -94,7 +98,7 @@ def execute(entry: Running, report: Report) -> None:
         try:
             func, definition = _runnable(job)
         except UnknownJob as exc:
-            logger.error("Job %s failed: %s", job, exc)
+            jobs_logger.error("Job %s failed: %s", job, exc)
             failure = claiming.Failure(str(exc), retry=False, error_class=claiming.class_path(exc))
             _report(entry, report, job_failed, failure=failure)
             send_signal(job_failed, job=job, run=run, exception=exc, will_retry=False)
@@ -108,7 +112,14 @@ def execute(entry: Running, report: Report) -> None:
             return
         elapsed = time.monotonic() - entry.started
         _report(entry, report, job_succeeded, result=result)
-        logger.info("Job %s succeeded in %.3fs", job, elapsed)
+        if jobs_logger.isEnabledFor(logging.INFO):
+            jobs_logger.info(
+                "Job %s succeeded in %.3fs (attempt %d/%d).",
+                job,
+                elapsed,
+                job.attempts,
+                job.max_attempts,
+            )
         send_signal(job_succeeded, job=job, run=run, result=result)
     except Exception:
         logger.exception("Could not run %s", job)
@@ -130,15 +141,19 @@ def _failed(
     entry: Running, report: Report, definition: JobDefinition | None, exc: BaseException
 ) -> None:
     job = entry.job
+    elapsed = time.monotonic() - entry.started
     will_retry = job.attempts < job.max_attempts
+    entry.retrying = will_retry
     delay = definition.retry_delay(job.attempts) if definition else timedelta(0)
-    logger.warning(
-        "Job %s attempt %d/%d failed: %s: %s",
+    jobs_logger.warning(
+        "Job %s attempt %d/%d failed: %s: %s (after %.3fs; %s).",
         job,
         job.attempts,
         job.max_attempts,
         type(exc).__name__,
         exc,
+        elapsed,
+        f"retry in {delay.total_seconds():g}s" if will_retry else "no attempts left",
     )
     failure = claiming.Failure(
         f"{type(exc).__name__}: {exc}",

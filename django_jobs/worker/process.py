@@ -32,7 +32,7 @@ from ..models import Job
 from ..models import Worker as WorkerRecord
 from ..registry import registry
 from ..sync import sync_recurring
-from . import early_stop
+from . import early_stop, report
 from .executor import Running, execute
 from .outbox import Outbox
 
@@ -75,6 +75,7 @@ class Worker:
         lock_lifetime: float | None = None,
         grace_period: float | None = None,
         using: str | None = None,
+        process: tuple[int, int] | None = None,
     ) -> None:
         self.queues = list(queues or [])
         self.concurrency = concurrency
@@ -95,7 +96,9 @@ class Worker:
         )
         self.grace_period = settings.GRACE_PERIOD if grace_period is None else grace_period
         self.using = using or settings.DATABASE
+        self.process = process  # (number, count) of a worker process in cluster mode
         self.claimed_count = 0
+        self._tally = report.Tally(self.worker_id)
         self._running: dict[tuple[int, str], Running] = {}
         # Held while outcomes are written and while locks are extended, so the heartbeat
         # never extends (and reports lost) the lock of a job whose outcome was just written.
@@ -120,13 +123,6 @@ class Worker:
                 return 0
             if not self._retry_until_stopped(self._start_up, "starting"):
                 return 0
-            logger.info(
-                "Worker %s started: queues=%s concurrency=%d lock_lifetime=%ss",
-                self.worker_id,
-                ",".join(self.queues) or "*",
-                self.concurrency,
-                self.lock_lifetime,
-            )
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="django_jobs")
             threading.Thread(
                 target=self._heartbeat_loop, name="django_jobs-heartbeat", daemon=True
@@ -134,6 +130,21 @@ class Worker:
             if settings.NOTIFY and notify.supported(self.using):
                 self._listener = notify.ClaimListener(self.using, self.queues)
                 self._wake.open()
+            self._tally = report.Tally(self.worker_id)  # its clock starts now
+            logger.info(
+                "%s",
+                report.banner(
+                    self.worker_id,
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                    using=self.using,
+                    listening=self._listener is not None,
+                    poll_interval=self.poll_interval,
+                    lock_lifetime=self.lock_lifetime,
+                    pid=os.getpid(),
+                    process=self.process,
+                ),
+            )
             if settings.RETENTION is not None:
                 threading.Thread(
                     target=self._retention_loop, name="django_jobs-retention", daemon=True
@@ -241,6 +252,7 @@ class Worker:
             try:
                 self._write_outcomes()
                 since = time.monotonic()
+                self._tally.tick(since)
                 claimed = self._claim()
                 failures = 0
                 if claimed:
@@ -373,6 +385,7 @@ class Worker:
                 self._running.pop(entry.key, None)
         for entry in entries:
             entry.recorded.set()
+        self._tally.add(entries)
 
     def _record_outcome(self, entry: Running, outcome: claiming.Outcome, signal: Signal) -> None:
         """Hand an ended run to the claim loop; wait for it to be written if `signal` has
@@ -531,6 +544,7 @@ class Worker:
             )
             try:
                 claiming.release(entry.job, entry.run, reason=reason)
+                self._tally.handed_back += 1
                 logger.warning("Released job %s: %s", entry.job, reason)
             except Exception:
                 logger.exception("Could not release job %s; its lock will expire.", entry.job)
@@ -538,7 +552,7 @@ class Worker:
             WorkerRecord.objects.using(self.using).filter(worker_id=self.worker_id).delete()
         except Exception:
             logger.exception("Could not remove the row of worker %s.", self.worker_id)
-        logger.info("Worker %s stopped after %d job(s).", self.worker_id, self.claimed_count)
+        self._tally.stopped()
         if left:
             # Threads still inside a job cannot be interrupted; their jobs were handed back.
             logging.shutdown()

@@ -22,7 +22,7 @@ from django_jobs.validation import (
     check_queue,
     check_worker_id,
 )
-from django_jobs.worker import Worker, early_stop
+from django_jobs.worker import Worker, early_stop, report
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -115,6 +115,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # The project's LOGGING stands; this fills in what it leaves out (docs/worker.md,
+        # "What runjobs prints"), and is undone for a runjobs run in-process.
+        restore_logging = report.configure_logging(int(options.get("verbosity", 1)))
+        try:
+            self._handle(options)
+        finally:
+            restore_logging()
+
+    def _handle(self, options: dict[str, Any]) -> None:
         for option, parse in CHECKED_OPTIONS.items():
             if options[option] is not None:
                 try:
@@ -156,7 +165,7 @@ class Command(BaseCommand):
             from django_jobs.cluster import Supervisor, cpu_count
 
             count = cpu_count() if processes == "auto" else processes
-            status = Supervisor(count, worker_options).run()
+            status = Supervisor(count, worker_options, verbosity=options.get("verbosity", 1)).run()
         else:
             status = Worker(**worker_options).run()
         if status:
