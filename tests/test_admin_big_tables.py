@@ -107,14 +107,21 @@ def test_pages_take_the_same_queries_on_big_tables(
         (changelist_url(), LIST_QUERIES),
         (changelist_url() + "?state=failed", LIST_QUERIES),
         (changelist_url() + "?state=due&name=record", LIST_QUERIES),
-        (changelist_url() + "?q=user42%40example.com", LIST_QUERIES),
+        (changelist_url() + "?q=email:user42%40example.com", LIST_QUERIES),
+        (changelist_url() + "?q=email:user42%40example.com&state=failed", LIST_QUERIES),
+        (changelist_url() + "?state=recurring", LIST_QUERIES),
+        (changelist_url() + "?state=disabled", LIST_QUERIES),
+        (changelist_url() + "?o=2", LIST_QUERIES),  # by name
+        (changelist_url() + "?o=-2", LIST_QUERIES),
         (changelist_url() + "?o=4", LIST_QUERIES),  # by next run
         (changelist_url() + "?p=50", LIST_QUERIES),
+        (changelist_url() + "?p=1000", LIST_QUERIES),  # past the first 10,000 rows
         (job_url(job), JOB_PAGE_QUERIES),
         (overview_url(), OVERVIEW_QUERIES),
         (overview_url() + "?range=day", OVERVIEW_QUERIES),
         ("/admin/django_jobs/jobrun/", RUN_LIST_QUERIES),
         ("/admin/django_jobs/jobrun/?outcome=failed", RUN_LIST_QUERIES),
+        ("/admin/django_jobs/jobrun/?q=worker-1", RUN_LIST_QUERIES),
         (f"/admin/django_jobs/jobrun/?job__id__exact={job.pk}", RUN_LIST_QUERIES),
         ("/admin/django_jobs/worker/", WORKER_LIST_QUERIES),
     ]

@@ -27,6 +27,7 @@ else:
     _AdminBase = object
 
 COUNT_LIMIT = 10_000  # rows; a list longer than this shows "10,000+"
+DEEPEST_PAGE_ROWS = 1_000_000  # rows a page may skip: paging deeper would scan for seconds
 
 
 class CountAtLeast(int):
@@ -91,6 +92,20 @@ class IndexedChangeList(GuardedChangeList):
             return None  # Django then skips this part of the "o" parameter
         return super().get_ordering_field(field_name)
 
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+        """Break ties by the primary key in the direction of the column sorted by.
+
+        Django appends "-pk" to every ordering; "name, -pk" is an order that no index on
+        (name, id) gives, so the database would sort every row. "name, pk" and "-name, -pk"
+        are that index read forwards and backwards.
+        """
+        ordering = super().get_ordering(request, queryset)
+        if len(ordering) == 2 and ordering[-1] in ("-pk", "pk") and isinstance(ordering[0], str):
+            first = ordering[0]
+            if first.lstrip("-") not in ("pk", "id", self.model._meta.pk.name):
+                ordering[-1] = "-pk" if first.startswith("-") else "pk"
+        return ordering
+
 
 class UrlLookupsMixin(_AdminBase):
     """Only the lookups the admin's own filters and links use may come from the URL.
@@ -128,6 +143,33 @@ class BigTableMixin(UrlLookupsMixin):
     paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = ShowFacets.NEVER  # facet counts scan the whole table; the overview counts
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        """A paginator that counts far enough for the page asked for, and one page more.
+
+        With a fixed limit, page 1,000 of a long list lay past the counted rows and Django
+        sent the user back to page 1. The count reaches one page past the one asked for
+        (skipping that many rows costs what the page itself costs), up to DEEPEST_PAGE_ROWS.
+        """
+        paginator = super().get_paginator(
+            request, queryset, per_page, orphans, allow_empty_first_page
+        )
+        if isinstance(paginator, CappedCountPaginator):
+            try:
+                page = int(request.GET.get("p", 1))
+            except ValueError:
+                page = 1
+            if (page - 1) * per_page >= paginator.count_limit:
+                deepest = min((page + 1) * per_page, DEEPEST_PAGE_ROWS)
+                paginator.count_limit = max(paginator.count_limit, deepest)
+        return paginator
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return IndexedChangeList

@@ -5,6 +5,7 @@ Every value goes through format_html, so names, data and errors are escaped wher
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,8 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 
 from ..exceptions import InvalidSchedule
 from ..models import Job, JobState, due_q
@@ -165,14 +166,21 @@ def progress_bar(fraction: float | None, message: str = "") -> SafeString | str:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _schedule_described(expression: str, language: str | None) -> str:
+    """A schedule in words, parsed once per expression and language: a list page shows the
+    same few schedules on many rows, and parsing a cron expression takes about a millisecond."""
+    try:
+        return str(parse_schedule(expression).describe())
+    except InvalidSchedule:
+        return str(_("invalid schedule"))
+
+
 def schedule_words(job: Job) -> SafeString | str:
     """A recurring job's schedule in words, with the expression on hover."""
     if not job.schedule:
         return EMPTY
-    try:
-        words = parse_schedule(job.schedule).describe()
-    except InvalidSchedule:
-        words = _("invalid schedule")
+    words = _schedule_described(job.schedule, get_language())
     if job.timezone != "UTC":
         words = f"{words} ({job.timezone})"
     return format_html('<span title="{}">{}</span>', job.schedule, words)

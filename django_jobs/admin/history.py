@@ -19,6 +19,7 @@ from . import display
 from .changelist import BigTableMixin, UrlLookupsMixin
 from .filters import OutcomeFilter, RunNameFilter
 from .overview import in_progress_count, is_alive
+from .search import RUN_SEARCH_HELP, search_runs
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -55,7 +56,8 @@ class JobRunAdmin(BigTableMixin, ReadOnlyAdmin):
     ]
     list_filter = [OutcomeFilter, RunNameFilter]
     link_lookups = ("job__id__exact",)  # the job page's "All runs of this job"
-    search_fields = ["job_name", "worker_id"]
+    search_fields = ["job_name", "worker_id"]  # exact terms: see get_search_results
+    search_help_text = RUN_SEARCH_HELP
     # The primary key and started_at (its own index, and the second column of (job, started_at)).
     sortable_by = ["id", "started_display"]
     list_per_page = 50
@@ -75,6 +77,12 @@ class JobRunAdmin(BigTableMixin, ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[JobRun]:
         return super().get_queryset(request).using(settings.DATABASE)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[JobRun], search_term: str
+    ) -> tuple[QuerySet[JobRun], bool]:
+        """Equality on indexed columns: a substring search would read every run."""
+        return search_runs(queryset, search_term), False
 
     @admin.display(description=gettext_lazy("job"), ordering="job_id")
     def job_link(self, run: JobRun) -> SafeString | str:
