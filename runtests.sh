@@ -215,7 +215,8 @@ ensure_mariadb() {
 }
 
 # PgBouncer: started here on 127.0.0.1:6432 unless something already listens there, from a
-# config in a temporary folder, and stopped again when this script ends.
+# config in a temporary folder, and stopped again when this script ends (--setup-only leaves
+# it running, like the databases, for the runs that follow).
 PGBOUNCER_DIR=""
 pgbouncer_ready() { port_open "$PGBOUNCER_PORT"; }
 
