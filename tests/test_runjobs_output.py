@@ -209,3 +209,27 @@ def test_configure_logging_fills_in_levels_and_undoes_them():
     finally:
         base.setLevel(saved[0])
         jobs.setLevel(saved[1])
+
+
+def test_a_console_handler_only_where_no_handler_would_print():
+    root, base = logging.getLogger(), logging.getLogger("django_jobs")
+    child = logging.getLogger("django_jobs.claiming")
+    saved = root.handlers[:], base.handlers[:], child.handlers[:]
+    root.handlers[:], base.handlers[:], child.handlers[:] = [], [], []
+    try:
+
+        def console_handlers() -> list[logging.Handler]:
+            return [h for h in base.handlers if isinstance(h, report.ConsoleHandler)]
+
+        undo = report.configure_logging(1)
+        assert len(console_handlers()) == 1  # nothing would print: runjobs adds its own
+        undo()
+        assert console_handlers() == []
+        for configured in (root, base, child):  # a handler anywhere on the way: none added
+            configured.addHandler(logging.NullHandler())
+            undo = report.configure_logging(1)
+            assert console_handlers() == []
+            undo()
+            configured.handlers.clear()
+    finally:
+        root.handlers[:], base.handlers[:], child.handlers[:] = saved
