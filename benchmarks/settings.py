@@ -41,8 +41,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    # WARNING, as docs/deployment.md recommends at thousands of jobs a second (INFO writes a
-    # line per job); BENCH_LOG_LEVEL=INFO measures that cost.
+    # WARNING, as docs/deployment.md recommends at thousands of jobs a second;
+    # BENCH_LOG_LEVEL=INFO measures the cost of INFO (banners and summaries only since
+    # per-job lines moved to django_jobs.jobs).
     "loggers": {
         "django_jobs": {
             "handlers": ["console"],
