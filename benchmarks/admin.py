@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench import ensure_database  # noqa: E402
+from benchmarks.bench import analyze, ensure_database  # noqa: E402
 from benchmarks.measure import cpu_model  # noqa: E402
 
 NAMES = [
@@ -325,23 +325,6 @@ def load(jobs: int, runs: int) -> float:
         load_portable(jobs, runs)
     analyze()
     return time.perf_counter() - started
-
-
-def analyze() -> None:
-    from django.db import connection
-
-    from django_jobs.models import Job, JobRun
-
-    with connection.cursor() as cursor:
-        for model in (Job, JobRun):
-            table = connection.ops.quote_name(model._meta.db_table)
-            if connection.vendor == "postgresql":
-                cursor.execute(f"VACUUM ANALYZE {table}")
-            elif connection.vendor == "mysql":
-                cursor.execute(f"ANALYZE TABLE {table}")
-                cursor.fetchall()
-            else:
-                cursor.execute(f"ANALYZE {table}")
 
 
 def pages(jobs: int) -> list[tuple[str, str]]:
