@@ -89,3 +89,45 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: flo
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__name__}")
+
+
+def drain_while_killing_connections(
+    start_worker: Callable[..., WorkerProcess], tmp_path: Path, kill: Callable[[], int], jobs: int
+) -> WorkerProcess:
+    """Drain `jobs` jobs on one worker while `kill()` drops its database connections, then
+    check that every job ran exactly once (counted in a file, outside the database)."""
+    from collections import Counter
+
+    from django_jobs import schedule_many
+    from django_jobs.models import Job, JobRun, JobState, RunOutcome
+
+    lines = tmp_path / "executions.txt"
+    scheduled = schedule_many(
+        ("now", "append-line", {"path": str(lines), "seconds": 0.005}) for _ in range(jobs)
+    )
+    worker = start_worker("--concurrency", "4", "--worker-id", "survivor", "--lock-lifetime", "3")
+
+    def done() -> bool:
+        return Job.objects.filter(state=JobState.SUCCEEDED).count() == len(scheduled)
+
+    kills = 0
+    deadline = time.monotonic() + 120
+    while not done() and time.monotonic() < deadline:
+        if kills < 6 and lines.exists() and kill():
+            kills += 1
+        time.sleep(0.25)
+    wait_for(done, timeout=120)
+    assert kills >= 2, "the drain ended before the connections could be killed"
+
+    counts = Counter(int(line.split()[0]) for line in lines.read_text().splitlines())
+    assert set(counts) == {job.pk for job in scheduled}
+    assert set(counts.values()) == {1}, [pk for pk, n in counts.items() if n > 1]
+    # Each has one successful run; nothing is left running (a claim whose answer was lost
+    # comes back as an orphaned run once its lock expires, then runs).
+    succeeded = Counter(
+        JobRun.objects.filter(outcome=RunOutcome.SUCCEEDED).values_list("job_id", flat=True)
+    )
+    assert set(succeeded.values()) == {1} and len(succeeded) == len(scheduled)
+    assert not JobRun.objects.filter(outcome=RunOutcome.RUNNING).exists()
+    assert worker.proc.poll() is None  # it carried on
+    return worker

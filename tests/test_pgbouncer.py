@@ -11,18 +11,16 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
-from django_jobs import notify, now, schedule_many
-from django_jobs.models import Job, JobRun, JobState, RunOutcome
+from django_jobs import notify, now
+from django_jobs.models import Job, JobState
 from django_jobs.notify import CHANNEL, ClaimListener
-from tests.conftest import wait_for
+from tests.conftest import drain_while_killing_connections, wait_for
 
 pytestmark = pytest.mark.skipif(
     "direct" not in settings.DATABASES,
@@ -163,33 +161,7 @@ def test_with_the_direct_alias_an_idle_worker_starts_a_new_job_at_once(start_wor
 def test_jobs_run_exactly_once_while_the_server_connections_are_killed(start_worker, tmp_path):
     # PgBouncer hides most of these kills from its clients (it drops a dead idle server
     # connection and opens another); what must hold is that every job runs once.
-    lines: Path = tmp_path / "executions.txt"
-    jobs = schedule_many(
-        ("now", "append-line", {"path": str(lines), "seconds": 0.005}) for _ in range(300)
-    )
-    worker = start_worker("--concurrency", "4", "--worker-id", "survivor", "--lock-lifetime", "3")
-
-    def done() -> bool:
-        return Job.objects.filter(state=JobState.SUCCEEDED).count() == len(jobs)
-
-    kills = 0
-    deadline = time.monotonic() + 120
-    while not done() and time.monotonic() < deadline:
-        if kills < 6 and lines.exists() and kill_server_connections():
-            kills += 1
-        time.sleep(0.25)
-    wait_for(done, timeout=120)
-    assert kills >= 2, "the drain ended before the connections could be killed"
-
-    counts = Counter(int(line.split()[0]) for line in lines.read_text().splitlines())
-    assert set(counts) == {job.pk for job in jobs}
-    assert set(counts.values()) == {1}, [pk for pk, n in counts.items() if n > 1]
-    succeeded = Counter(
-        JobRun.objects.filter(outcome=RunOutcome.SUCCEEDED).values_list("job_id", flat=True)
-    )
-    assert set(succeeded.values()) == {1} and len(succeeded) == len(jobs)
-    assert not JobRun.objects.filter(outcome=RunOutcome.RUNNING).exists()
-    assert worker.proc.poll() is None  # it carried on
+    drain_while_killing_connections(start_worker, tmp_path, kill_server_connections, 300)
 
 
 @pytest.mark.slow
