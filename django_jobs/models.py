@@ -166,6 +166,16 @@ class Job(models.Model):
         blank=True,
         help_text=_("Why django_jobs itself changed this job, e.g. disabled at a sync."),
     )
+    trace_context = models.JSONField(
+        _("trace context"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "W3C trace context (traceparent, tracestate) of the code that scheduled the job; "
+            "its run continues that trace when OpenTelemetry is installed."
+        ),
+    )
     progress = models.FloatField(_("progress"), null=True, blank=True)
     progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True)
