@@ -14,8 +14,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 if TYPE_CHECKING:
     from .api import cancel, now, schedule, schedule_many
+    from .pauses import pause, resume
 
-__all__ = ["cancel", "job", "now", "schedule", "schedule_many"]
+__all__ = ["cancel", "job", "now", "pause", "resume", "schedule", "schedule_many"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name in {"pause", "resume"}:
+        from . import pauses
+
+        return getattr(pauses, name)
     raise AttributeError(f"module 'django_jobs' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, models
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -31,7 +31,7 @@ from .recurring import (  # noqa: F401  (the prefix is re-exported with the mode
 )
 from .schedules import get_timezone, parse_schedule
 from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
-from .validation import check_when
+from .validation import NAME_MAX_LENGTH, check_when
 
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
 
@@ -74,6 +74,10 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def pending(self) -> JobQuerySet:
         return self.filter(state__in=[JobState.SCHEDULED, JobState.RUNNING])
+
+    def unpaused(self) -> JobQuerySet:
+        """Jobs whose queue and name are not paused: what a worker may claim (see Pause)."""
+        return self.filter(~Exists(Pause.objects.filter(paused_q())))
 
     # The one home for creating job rows: schedule(), schedule_many(), now(), run-now copies,
     # the tasks backend and the recurring sync all come here, and every new row that is due
@@ -498,3 +502,45 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class PauseKind(models.TextChoices):
+    QUEUE = "queue", _("queue")
+    NAME = "name", _("job name")
+
+
+def paused_q() -> models.Q:
+    """The Pause rows that hold back the job of the outer query: its queue's or its name's.
+
+    The claim reads it in the same statement that locks the rows, so a pause that has
+    committed holds for every claim that starts after it, on every host."""
+    return models.Q(kind=PauseKind.QUEUE, value=OuterRef("queue")) | models.Q(
+        kind=PauseKind.NAME, value=OuterRef("name")
+    )
+
+
+class Pause(models.Model):
+    """A queue or a job name that no worker claims from until it is resumed.
+
+    Resuming deletes the row. Running jobs are not touched: they finish as usual.
+    """
+
+    kind = models.CharField(_("kind"), max_length=10, choices=PauseKind.choices)
+    value = models.CharField(_("queue or job name"), max_length=NAME_MAX_LENGTH)
+    paused_at = models.DateTimeField(_("paused at"), default=timezone.now)
+    paused_by = models.CharField(_("paused by"), max_length=150, blank=True)
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("paused queue or job name")
+        verbose_name_plural = _("paused queues and job names")
+        ordering = ["kind", "value"]
+        # Pausing and resuming is one permission; the admin's add/delete stand for them.
+        default_permissions = ("view",)
+        permissions = [("pause_jobs", _("Can pause and resume queues and job names"))]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "value"], name="django_jobs_pause_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.value}"

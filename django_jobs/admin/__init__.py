@@ -2,5 +2,6 @@
 
 from .history import JobRunAdmin, WorkerAdmin
 from .jobs import JobAdmin
+from .pauses import PauseAdmin
 
-__all__ = ["JobAdmin", "JobRunAdmin", "WorkerAdmin"]
+__all__ = ["JobAdmin", "JobRunAdmin", "PauseAdmin", "WorkerAdmin"]

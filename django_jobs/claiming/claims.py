@@ -24,7 +24,7 @@ CLAIM_ORDER = ("-priority", "next_run_at", "pk")
 def claimable(
     using: str, queues: Sequence[str] | None, exclude_names: Iterable[str]
 ) -> JobQuerySet:
-    qs = Job.objects.using(using).due()
+    qs = Job.objects.using(using).due().unpaused()
     if queues:
         qs = qs.filter(queue__in=list(queues))
     exclude = list(exclude_names)
@@ -371,6 +371,7 @@ def _claim_compare_and_set(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
         touched = (
             Job.objects.using(using)
             .due()
+            .unpaused()
             .filter(pk__in=ids)
             .update(
                 **_lock_fields(

@@ -421,6 +421,7 @@ class Worker:
             row = (
                 Job.objects.using(self.using)
                 .scheduled()
+                .unpaused()
                 # A job due within the clock's resolution before the claim may not have been
                 # due by the database's clock yet: still count it as coming.
                 .filter(enabled=True, next_run_at__gt=db_now_plus(-lookback))
