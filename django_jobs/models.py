@@ -180,6 +180,16 @@ class Job(models.Model):
             "its run continues that trace when OpenTelemetry is installed."
         ),
     )
+    cancel_requested_at = models.DateTimeField(
+        _("cancel requested at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When someone asked the worker to stop this running job (database clock)."),
+    )
+    cancel_requested_by = models.CharField(
+        _("cancel requested by"), max_length=150, blank=True, editable=False
+    )
     progress = models.FloatField(_("progress"), null=True, blank=True)
     progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True)
@@ -201,6 +211,7 @@ class Job(models.Model):
         permissions = [
             ("run_job", _("Can run a job now or retry it")),
             ("reschedule_job", _("Can reschedule a job")),
+            ("cancel_running_job", _("Can cancel a running job")),
         ]
         indexes = [
             # Serves the claim: equality on state/enabled/queue, then priority and due time order.

@@ -28,6 +28,8 @@ class RunOutcome(models.TextChoices):
     FAILED = "failed", _("failed")
     ORPHANED = "orphaned", _("orphaned (worker lost)")
     INTERRUPTED = "interrupted", _("interrupted (worker stopped)")
+    TIMED_OUT = "timed_out", _("timed out")
+    CANCELLED = "cancelled", _("cancelled")
 
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
@@ -77,11 +79,17 @@ ACTIONS: dict[str, ActionRule] = {
     ),
     "disable": ActionRule(one_off=ALL_STATES, recurring=ALL_STATES, permission="change_job"),
     "enable": ActionRule(one_off=ALL_STATES, recurring=ALL_STATES, permission="change_job"),
-    # Cancel deletes a waiting job; a running job is never interrupted by it.
+    # Cancel deletes a waiting job; a running job is never interrupted by it...
     "cancel": ActionRule(
         one_off=frozenset({JobState.SCHEDULED}),
         recurring=frozenset({JobState.SCHEDULED}),
         permission="delete_job",
+    ),
+    # ... that takes asking its worker to stop it, with a permission of its own.
+    "cancel_running": ActionRule(
+        one_off=frozenset({JobState.RUNNING}),
+        recurring=frozenset({JobState.RUNNING}),
+        permission="cancel_running_job",
     ),
 }
 

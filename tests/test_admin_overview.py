@@ -142,11 +142,12 @@ def test_without_workers_it_says_how_to_start_one(admin_client: Client) -> None:
     assert "python manage.py runjobs" in admin_client.get(overview_url()).content.decode()
 
 
-def test_auto_refresh_is_optional(admin_client: Client) -> None:
-    assert 'http-equiv="refresh"' not in admin_client.get(overview_url()).content.decode()
-    html = admin_client.get(overview_url() + "?refresh=1").content.decode()
-    assert '<meta http-equiv="refresh" content="10">' in html
-    assert "Stop auto-refresh" in html
+def test_no_page_reload_live_updates_instead(admin_client: Client) -> None:
+    # The old ?refresh=1 reloaded the whole page; live.js now updates its sections.
+    for url in (overview_url(), overview_url() + "?refresh=1"):
+        html = admin_client.get(url).content.decode()
+        assert 'http-equiv="refresh"' not in html
+        assert 'class="djj-live-switch"' in html
 
 
 def test_app_index_and_job_list_link_to_the_overview(admin_client: Client) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.formats import date_format
+from django.utils.formats import date_format, number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
@@ -70,6 +70,11 @@ def state_badges(job: Job) -> SafeString:
     if not job.enabled:
         badges.append(badge("disabled", STATE_LABELS["disabled"]))
     return format_html_join(" ", "{}", ((b,) for b in badges))
+
+
+def count_text(count: int) -> str:
+    """A count with thousands separators ("12,345"), whatever USE_THOUSAND_SEPARATOR says."""
+    return number_format(count, force_grouping=True)
 
 
 def utc_text(value: datetime) -> str:

@@ -39,6 +39,7 @@ from .actions import (
 )
 from .changelist import BigTableMixin
 from .filters import NameFilter, QueueFilter, StateFilter
+from .live import LIVE_SECONDS
 from .search import JOB_SEARCH_HELP, search_jobs
 from .views import JobViewsMixin
 
@@ -280,7 +281,8 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
                 },
             ),
         ]
-        if obj is not None and obj.progress is not None:
+        # A running job may report progress at any time: its page then shows it live.
+        if obj is not None and (obj.progress is not None or obj.state == JobState.RUNNING):
             fieldsets.append((_("Progress"), {"fields": ["progress_detail"]}))
         fieldsets.append((_("Data"), {"fields": ["data_display"]}))
         if obj is not None and _has_json(obj, "result"):
@@ -342,6 +344,15 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
             )
             + f"?job__id__exact={job.pk}",
             "upcoming": upcoming_runs(job),
+            "live_state": display.display_state(job),
+            **self.live_context(),
+        }
+
+    def live_context(self) -> dict[str, Any]:
+        """Where the list and the job page ask for their live updates (live.js), how often."""
+        return {
+            "live_url": reverse(f"{self.admin_site.name}:django_jobs_job_live"),
+            "live_seconds": LIVE_SECONDS,
         }
 
     def job_buttons(self, request: HttpRequest, job: Job) -> list[dict[str, Any]]:
@@ -422,7 +433,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
             for name in request.POST.getlist("action"):
                 if name in [*self.actions, "delete_selected"] and name not in allowed:
                     raise PermissionDenied
-        extra_context = {"title": _("Jobs"), **(extra_context or {})}
+        extra_context = {"title": _("Jobs"), **self.live_context(), **(extra_context or {})}
         return super().changelist_view(request, extra_context)
 
 

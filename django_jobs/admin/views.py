@@ -17,6 +17,7 @@ from django.http import (
     HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -29,6 +30,7 @@ from ..models import Job
 from . import display
 from .actions import ACTIONS, apply, cancel_jobs, cancel_states, reschedule_action, reschedule_rule
 from .display import STATE_LABELS
+from .live import OVERVIEW_LIVE_SECONDS, error, job_rows, json_response, live_view
 from .overview import RANGES, build_chart, counts_by_name, live_workers, run_buckets
 
 if TYPE_CHECKING:
@@ -39,7 +41,12 @@ else:
     _Base = object
 
 TEMPLATE_DIR = "admin/django_jobs/job/"
-REFRESH_SECONDS = 10  # the overview's optional auto-refresh
+# The overview's parts that its live updates replace: (element id, template)
+OVERVIEW_SECTIONS = {
+    "djj-counts-body": TEMPLATE_DIR + "overview_counts.html",
+    "djj-chart-body": TEMPLATE_DIR + "overview_chart.html",
+    "djj-workers-body": TEMPLATE_DIR + "overview_workers.html",
+}
 
 
 class JobViewsMixin(_Base):
@@ -50,6 +57,12 @@ class JobViewsMixin(_Base):
         info = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("overview/", wrap(self.overview_view), name=f"{info}_overview"),
+            path(
+                "overview/live/",
+                live_view(self, self.overview_live_view),  # type: ignore[arg-type]
+                name=f"{info}_overview_live",
+            ),
+            path("live/", live_view(self, self.live_view), name=f"{info}_live"),  # type: ignore[arg-type]
             path(
                 "<path:object_id>/actions/<str:action>/",
                 wrap(self.job_action_view),
@@ -232,7 +245,42 @@ class JobViewsMixin(_Base):
         range_key = request.GET.get("range", "hour")
         if range_key not in RANGES:
             range_key = "hour"
-        refresh = request.GET.get("refresh") == "1"
+        context = {
+            **self.page_context(request, _("Jobs overview"), [("", _("Overview"))]),
+            **self.overview_context(range_key),
+            "ranges": [
+                (key, label, "?" + urlencode({"range": key}))
+                for key, (_s, _w, label) in RANGES.items()
+            ],
+            "live_url": reverse(f"{self.admin_site.name}:django_jobs_job_overview_live")
+            + "?"
+            + urlencode({"range": range_key}),
+            "live_seconds": OVERVIEW_LIVE_SECONDS,
+        }
+        return TemplateResponse(request, TEMPLATE_DIR + "overview.html", context)
+
+    def overview_live_view(self, request: HttpRequest) -> HttpResponse:
+        """GET ?range=hour: the overview's sections as HTML, for its live updates."""
+        range_key = request.GET.get("range", "hour")
+        if range_key not in RANGES:
+            return error(
+                _("Unknown range %(range)r; use one of: %(ranges)s.")
+                % {"range": range_key[:100], "ranges": ", ".join(RANGES)},
+                400,
+            )
+        context = self.overview_context(range_key)
+        sections = {
+            key: render_to_string(template, context, request)
+            for key, template in OVERVIEW_SECTIONS.items()
+        }
+        return json_response({"sections": sections, "at": timezone.now().isoformat()})
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        """GET ?ids=1,2,3: the changing cells of those jobs, for the list and the job page."""
+        return job_rows(self, request)  # type: ignore[arg-type]
+
+    def overview_context(self, range_key: str) -> dict[str, Any]:
+        """The counts per name, the chart and the live workers: the overview's numbers."""
         using = settings.DATABASE
         rows, totals = counts_by_name(using)
         list_url = self.changelist_url()
@@ -245,7 +293,9 @@ class JobViewsMixin(_Base):
                 if key != "total":
                     query["state"] = key
                 url = f"{list_url}?{urlencode(query)}" if query else list_url
-                result.append({"key": key, "count": counts[key], "url": url})
+                count = counts[key]
+                text = display.count_text(count)
+                result.append({"key": key, "count": count, "text": text, "url": url})
             return result
 
         now = timezone.now()
@@ -254,26 +304,13 @@ class JobViewsMixin(_Base):
             worker.heartbeat_age = max(0, int((now - worker.last_heartbeat_at).total_seconds()))  # type: ignore[attr-defined]
             worker.heartbeat_text = display.exact_time(worker.last_heartbeat_at)  # type: ignore[attr-defined]
         chart = build_chart(run_buckets(using, range_key, now), range_key)
-
-        def query_string(**changes: str) -> str:
-            params = {"range": range_key, **({"refresh": "1"} if refresh else {}), **changes}
-            return "?" + urlencode({k: v for k, v in params.items() if v})
-
-        context = {
-            **self.page_context(request, _("Jobs overview"), [("", _("Overview"))]),
+        return {
             "columns": [(key, STATE_LABELS.get(key, _("total"))) for key in keys],
             "rows": [{"name": row["name"], "cells": cells(row["name"], row)} for row in rows],
             "totals": cells(None, totals),
             "chart": chart,
             "range_key": range_key,
-            "ranges": [
-                (key, label, query_string(range=key)) for key, (_s, _w, label) in RANGES.items()
-            ],
-            "refresh": refresh,
-            "refresh_seconds": REFRESH_SECONDS,
-            "refresh_toggle_url": query_string(refresh="" if refresh else "1"),
             "workers": workers,
             "workers_url": reverse(f"{self.admin_site.name}:django_jobs_worker_changelist"),
             "runs_url": reverse(f"{self.admin_site.name}:django_jobs_jobrun_changelist"),
         }
-        return TemplateResponse(request, TEMPLATE_DIR + "overview.html", context)
