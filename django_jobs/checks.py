@@ -16,12 +16,15 @@ from .exceptions import JobsError, TasksUnavailable
 from .validation import QUEUE_RULE, SETTINGS_BOUNDS, check_queue, shown
 
 JOBS_BACKEND_PATH = "django_jobs.backend.JobsBackend"
-# None means "derived from LOCK_LIFETIME".
-OPTIONAL = frozenset({"HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER"})
+# None means "derived from LOCK_LIFETIME", or for the alerts "off".
+OPTIONAL = frozenset(
+    {"HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER", "LATE_AFTER", "ALERT_AFTER_FAILURES"}
+)
 HINTS = {
     # 0 is a real choice here, as with `runjobs --grace-period 0`.
     "GRACE_PERIOD": " (0: hand running jobs back at once)",
     "BACKOFF_JITTER": " (the fraction of the delay added at random; 0 for none)",
+    "METRICS_CACHE": " (0: count again at every scrape)",
 }
 
 
@@ -112,7 +115,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 @register(Tags.compatibility)
 def check_retention_and_notify(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """RETENTION must be an age; NOTIFY a boolean."""
+    """RETENTION must be an age; NOTIFY a boolean; METRICS_TOKEN a secret or None."""
     from .retention import InvalidAge, parse_age
 
     raw = raw_settings()
@@ -130,6 +133,16 @@ def check_retention_and_notify(app_configs: Any = None, **kwargs: Any) -> list[A
                     id="django_jobs.E006",
                 )
             )
+    token = raw.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        errors.append(
+            Error(
+                f"DJANGO_JOBS['METRICS_TOKEN'] is {shown(token)}.",
+                hint="Use a non-empty secret string that the scraper sends as 'Authorization: "
+                "Bearer <token>', or None to let only staff with the view_job permission in.",
+                id="django_jobs.E010",
+            )
+        )
     notify = raw.get("NOTIFY", True)
     if not isinstance(notify, bool):
         errors.append(

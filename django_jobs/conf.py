@@ -35,6 +35,16 @@ class JobsSettings:
     # Finished jobs and runs older than this are deleted by the workers, hourly: "30d",
     # "12h", a timedelta or seconds. None keeps the history forever (see purgejobs).
     RETENTION: str | float | timedelta | None = None
+    # Late-job alerts (alerts.py): a recurring job whose due run waited this many seconds
+    # unclaimed is late (@job(late_after=...) overrides it per job; None: never late) ...
+    LATE_AFTER: float | None = 300.0
+    # ... or whose last this many runs failed is failing (None: never flagged for failures).
+    ALERT_AFTER_FAILURES: int | None = 3
+    # Seconds the metrics reuse their counts from the database (one query set per period).
+    METRICS_CACHE: float = 10.0
+    # A secret a scraper sends as "Authorization: Bearer <token>" to metrics_view; None: only
+    # logged-in users with the view_job permission may read the metrics there.
+    METRICS_TOKEN: str | None = None
 
     @property
     def heartbeat_interval(self) -> float:

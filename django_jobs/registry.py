@@ -18,6 +18,7 @@ from .validation import (
     CONCURRENCY,
     PRIORITIES,
     check_job_name,
+    check_late_after,
     check_lock_lifetime,
     check_priority,
     check_queue,
@@ -45,6 +46,7 @@ class JobDefinition:
     schedule: Schedule | None = None
     timezone: str = "UTC"
     is_async: bool = field(default=False)
+    late_after: timedelta | None = None  # None: DJANGO_JOBS["LATE_AFTER"] (alerts.py)
 
     @property
     def recurring(self) -> bool:
@@ -121,6 +123,7 @@ def job(
     backoff_jitter: float | None = None,
     schedule: str | None = None,
     timezone: str = "UTC",
+    late_after: float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the job `name`.
 
@@ -137,6 +140,8 @@ def job(
       (BACKOFF_BASE, BACKOFF_MAX, BACKOFF_JITTER).
     - schedule: a cron expression ("0 3 1 * *") or an interval ("every 5 minutes")
       that makes the job recurring, evaluated in `timezone` (an IANA name).
+    - late_after: seconds (or a timedelta) a due run of this recurring job may wait
+      unclaimed before it is flagged as late (default: DJANGO_JOBS["LATE_AFTER"]).
     """
     from .conf import settings
 
@@ -171,6 +176,16 @@ def job(
         fix=" (the fraction of the delay added at random)",
         error=InvalidJobDefinition,
     )
+    late = (
+        None
+        if late_after is None
+        else check_late_after(late_after, where=where, error=InvalidJobDefinition)
+    )
+    if late is not None and parsed_schedule is None:
+        raise InvalidJobDefinition(
+            f"late_after={shown(late_after)}{where} applies to recurring jobs only; add a "
+            "schedule or remove late_after (jobstatus --max-lateness watches one-off jobs)."
+        )
     parsed_priority = check_priority(priority, error=InvalidJobDefinition)
     parsed_queue = check_queue(
         settings.DEFAULT_QUEUE if queue is None else queue, error=InvalidJobDefinition
@@ -193,6 +208,7 @@ def job(
             schedule=parsed_schedule,
             timezone=timezone,
             is_async=inspect.iscoroutinefunction(func),
+            late_after=late,
         )
         registry.register(definition)
         func.job_definition = definition  # type: ignore[attr-defined]

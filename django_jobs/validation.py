@@ -33,6 +33,7 @@ from typing import Any
 from .exceptions import InvalidJobData, InvalidOption, InvalidSchedule, JobsError
 
 __all__ = [
+    "ALERT_AFTER_FAILURES",
     "ATTEMPTS",
     "BACKOFF",
     "BACKOFF_JITTER",
@@ -40,6 +41,7 @@ __all__ = [
     "GRACE_PERIOD",
     "HEARTBEAT_INTERVAL",
     "JOB_ID",
+    "LATE_AFTER",
     "LOCK_LIFETIME",
     "MAX_ATTEMPTS",
     "MAX_BACKOFF",
@@ -50,6 +52,7 @@ __all__ = [
     "MAX_JOB_ID",
     "MAX_JSON_DEPTH",
     "MAX_JSON_INT",
+    "MAX_LATE_AFTER",
     "MAX_LOCK_LIFETIME",
     "MAX_POLL_INTERVAL",
     "MAX_PRIORITY",
@@ -58,6 +61,8 @@ __all__ = [
     "MAX_WHEN",
     "MAX_WORKER_CONCURRENCY",
     "MAX_WORKER_JOBS",
+    "METRICS_CACHE",
+    "METRICS_PORT",
     "MIN_JSON_INT",
     "MIN_LOCK_LIFETIME",
     "MIN_PRIORITY",
@@ -82,6 +87,7 @@ __all__ = [
     "check_job_name",
     "check_json",
     "check_json_text",
+    "check_late_after",
     "check_lock_lifetime",
     "check_nesting",
     "check_priority",
@@ -138,6 +144,8 @@ MAX_WORKER_JOBS = 10**9  # runjobs --max-jobs
 MAX_PROCESSES = 256  # runjobs --processes
 MAX_STALE_WORKER_AFTER = 3 * MAX_LOCK_LIFETIME  # seconds (3 days) without a heartbeat
 MAX_JOB_ID = 2**63 - 1  # the largest BigAutoField id
+MAX_LATE_AFTER = 30 * 86400.0  # seconds (30 days) a recurring run may wait before it is late
+MAX_METRICS_CACHE = 3600.0  # seconds the metrics' database counts are reused
 
 
 @dataclass(frozen=True)
@@ -215,6 +223,13 @@ HEARTBEAT_INTERVAL = Bound(0, MAX_LOCK_LIFETIME, low_open=True, unit="seconds")
 PROBE_AGE = Bound(0, MAX_STALE_WORKER_AFTER, low_open=True, unit="seconds")
 STALE_WORKER_AFTER = Bound(0, MAX_STALE_WORKER_AFTER, low_open=True, unit="seconds")
 JOB_ID = Bound(1, MAX_JOB_ID, whole=True)
+# Late-job alerts (alerts.py): how long past its due time a recurring run may wait unclaimed,
+# and how many failed runs in a row flag a recurring job.
+LATE_AFTER = Bound(0, MAX_LATE_AFTER, low_open=True, unit="seconds")
+ALERT_AFTER_FAILURES = Bound(1, MAX_ATTEMPTS, whole=True)
+# Metrics (metrics.py): runjobs --metrics-port, and how long the database counts are reused.
+METRICS_PORT = Bound(1, 65535, whole=True)
+METRICS_CACHE = Bound(0, MAX_METRICS_CACHE, unit="seconds")
 
 # The numeric DJANGO_JOBS settings; DEFAULT_QUEUE is a queue name (check_queue).
 SETTINGS_BOUNDS: dict[str, Bound] = {
@@ -227,6 +242,9 @@ SETTINGS_BOUNDS: dict[str, Bound] = {
     "BACKOFF_JITTER": BACKOFF_JITTER,
     "STALE_WORKER_AFTER": STALE_WORKER_AFTER,  # None: the worker's own lock lifetime
     "DEFAULT_MAX_ATTEMPTS": ATTEMPTS,
+    "LATE_AFTER": LATE_AFTER,  # None: no late alerts
+    "ALERT_AFTER_FAILURES": ALERT_AFTER_FAILURES,  # None: no alerts for failing jobs
+    "METRICS_CACHE": METRICS_CACHE,
 }
 
 
@@ -523,6 +541,19 @@ def check_lock_lifetime(
         raise error(
             f"Invalid lock_lifetime={shown(value)}{where}. Use {LOCK_LIFETIME.describe()}, "
             "or a timedelta within that range."
+        )
+    return timedelta(seconds=seconds)  # type: ignore[arg-type]
+
+
+def check_late_after(
+    value: object, *, where: str = "", error: type[JobsError] = InvalidOption
+) -> timedelta:
+    """A late-alert threshold: seconds (or a timedelta) above 0 and at most MAX_LATE_AFTER."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not LATE_AFTER.accepts(seconds):
+        raise error(
+            f"Invalid late_after={shown(value)}{where}. Use {LATE_AFTER.describe()}, or a "
+            "timedelta within that range."
         )
     return timedelta(seconds=seconds)  # type: ignore[arg-type]
 

@@ -154,3 +154,55 @@ def test_a_real_worker_is_reported_and_its_stop_noticed(start_worker):
     assert not Worker.objects.exists()
     assert status()[0] == 1
     assert JobState.RUNNING not in Job.objects.values_list("state", flat=True)
+
+
+# Late and failing recurring jobs (django_jobs.alerts): exit status 3 when otherwise healthy.
+
+
+def late_monthly(*, waited: float, queue: str = "default") -> Job:
+    return Job.objects.create(
+        name="monthly",
+        schedule="0 3 1 * *",
+        queue=queue,
+        next_run_at=timezone.now() - timedelta(seconds=waited),
+    )
+
+
+@pytest.mark.django_db
+def test_a_late_recurring_job_is_named_with_its_reason_and_exits_3():
+    worker_row("w1")
+    job = late_monthly(waited=900)
+    code, out, err = status("--max-lateness", "3600")
+    assert code == 3
+    assert "Recurring jobs late or failing: 1." in out
+    assert f"ALERT: job monthly #{job.pk}: late: due at " in err
+    assert "not started after 15 min (limit 5 min)." in err
+    assert "UNHEALTHY" not in err and "OK" not in out
+
+
+@pytest.mark.django_db
+def test_a_failing_recurring_job_exits_3_and_ignore_alerts_exits_0():
+    from django_jobs.models import JobRun, RunOutcome
+
+    worker_row("w1")
+    job = late_monthly(waited=-3600)  # due in an hour: not late
+    for _ in range(3):
+        JobRun.objects.create(
+            job=job, job_name="monthly", outcome=RunOutcome.FAILED, worker_id="w", lock_token="t"
+        )
+    code, _, err = status()
+    assert code == 3
+    assert f"ALERT: job monthly #{job.pk}: failing: its last 3 runs failed." in err
+    code, out, err = status("--ignore-alerts")
+    assert code == 0 and out.rstrip().endswith("OK")
+    assert "ALERT: job monthly" in err  # still listed
+
+
+@pytest.mark.django_db
+def test_unhealthy_keeps_exit_1_with_alerts_and_queues_filter_alerts():
+    late_monthly(waited=900, queue="reports")
+    code, _, err = status()  # no live worker: unhealthy comes first
+    assert code == 1 and "ALERT: job monthly" in err and "UNHEALTHY" in err
+    worker_row("w1")
+    assert status("--queue", "default")[0] == 0
+    assert status("--queue", "reports", "--max-lateness", "3600")[0] == 3

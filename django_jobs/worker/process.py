@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, connections
 from django.dispatch import Signal
 
-from .. import claiming, notify
+from .. import alerts, claiming, notify
 from ..conf import settings
 from ..db import DbNow, db_now_plus
 from ..models import Job
@@ -149,6 +149,8 @@ class Worker:
                 threading.Thread(
                     target=self._retention_loop, name="django_jobs-retention", daemon=True
                 ).start()
+            # job_overdue, on a thread of its own: its receivers must not delay the heartbeat.
+            alerts.OverdueWatcher(self.using, self._stopping, self.heartbeat_interval).start()
             try:
                 self._loop()
             finally:

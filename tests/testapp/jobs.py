@@ -3,7 +3,10 @@
 import os
 import time
 
+from django.dispatch import receiver
+
 from django_jobs import job
+from django_jobs.signals import job_overdue
 
 from .models import Execution
 
@@ -175,3 +178,12 @@ def fail_once_slowly(j):
     _record(j)
     if j.attempt == 1:
         raise RuntimeError("the first attempt fails; the retry is due 30 s later")
+
+
+# job_overdue in worker subprocesses (tests/test_alerts.py): one line per signal received.
+@receiver(job_overdue)
+def record_overdue(sender, job, alert, reason, **kwargs):
+    path = os.environ.get("DJANGO_JOBS_TEST_OVERDUE_FILE")
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{os.getpid()} {job.pk} {job.next_run_at.isoformat()} {reason}\n")

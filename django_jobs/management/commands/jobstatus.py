@@ -1,4 +1,9 @@
-"""`manage.py jobstatus`: a health check for probes; exit status 1 when unhealthy."""
+"""`manage.py jobstatus`: a health check for probes.
+
+Exit status: 0 healthy; 1 unhealthy (too few live workers, or due jobs waiting too long);
+2 the database cannot be reached; 3 healthy, but recurring jobs are late or failing
+(django_jobs.alerts), unless --ignore-alerts.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,23 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils import timezone
 
+from django_jobs import alerts
 from django_jobs.conf import settings
 from django_jobs.health import check_health, lateness
 from django_jobs.management.options import bounded, count
+from django_jobs.models import Job
 from django_jobs.validation import PROBE_AGE
 
 DEFAULT_MAX_LATENESS = 300.0  # seconds a due job may wait before the check fails
+UNHEALTHY, UNREACHABLE, FLAGGED = 1, 2, 3  # exit statuses
 
 
 class Command(BaseCommand):
     help = (
         "Report the health of django_jobs: live workers and late jobs. Exits with status 1 "
         "when fewer than --min-workers have a fresh heartbeat or a due job waited longer "
-        "than --max-lateness, so process supervisors and probes can use it."
+        "than --max-lateness, so process supervisors and probes can use it; with status 3 "
+        "when only recurring jobs are late or failing (see --ignore-alerts)."
     )
     requires_system_checks: list[str] = []  # a probe runs often; `manage.py check` is separate
 
@@ -65,6 +74,14 @@ class Command(BaseCommand):
             default=[],
             help="Judge the lateness of this queue only; repeat for several (default: all).",
         )
+        parser.add_argument(
+            "--ignore-alerts",
+            action="store_true",
+            help=(
+                "List late or failing recurring jobs but exit 0 for them (for a liveness "
+                "probe, which should not restart workers because a job fails)."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         hostname = socket.gethostname() if options["this_host"] else options["hostname"]
@@ -78,8 +95,14 @@ class Command(BaseCommand):
                 queues=options["queues"],
                 using=settings.DATABASE,
             )
+            jobs = Job.objects.using(settings.DATABASE)
+            if options["queues"]:
+                jobs = jobs.filter(queue__in=options["queues"])
+            flagged = alerts.flagged(jobs)
         except DatabaseError as exc:
-            raise CommandError(f"Cannot reach the jobs database: {exc}", returncode=2) from exc
+            raise CommandError(
+                f"Cannot reach the jobs database: {exc}", returncode=UNREACHABLE
+            ) from exc
         now = timezone.now()
         where = f" on {hostname}" if hostname else ""
         self.stdout.write(
@@ -103,9 +126,14 @@ class Command(BaseCommand):
             f"Jobs: {health.due} due{oldest}; {health.late} late (over "
             f"{options['max_lateness']:g}s); {health.running} running; {health.failed} failed."
         )
-        if health.healthy:
-            self.stdout.write(self.style.SUCCESS("OK"))
-            return
-        for problem in health.problems:
-            self.stderr.write(self.style.ERROR(f"UNHEALTHY: {problem}"))
-        raise SystemExit(1)
+        if flagged:
+            self.stdout.write(f"Recurring jobs late or failing: {len(flagged)}.")
+        for alert in flagged:
+            self.stderr.write(self.style.WARNING(f"ALERT: job {alert}."))
+        if not health.healthy:
+            for problem in health.problems:
+                self.stderr.write(self.style.ERROR(f"UNHEALTHY: {problem}"))
+            raise SystemExit(UNHEALTHY)
+        if flagged and not options["ignore_alerts"]:
+            raise SystemExit(FLAGGED)
+        self.stdout.write(self.style.SUCCESS("OK"))
