@@ -334,6 +334,7 @@ def pages(jobs: int) -> list[tuple[str, str]]:
     run_list = base + "jobrun/"
     some = jobs // 2 + 3  # an id in the middle, a failed one (i % 100 == 65 + ...)
     failed_id = (jobs // 200) * 100 + 66
+    page_ids = ",".join(str(jobs - i) for i in range(50))  # the newest 50: the list's page 1
     pages = [
         ("job list", job_list),
         *[(f"state={state}", f"{job_list}?state={state}") for state in STATES],
@@ -359,6 +360,11 @@ def pages(jobs: int) -> list[tuple[str, str]]:
         ("worker list", base + "worker/"),
         ("overview, last hour", job_list + "overview/"),
         ("overview, last day", job_list + "overview/?range=day"),
+        ("queues page", job_list + "queues/"),
+        # Live updates (live.js): the rows of a page of the list, one job, the overview.
+        ("live: 50 rows of the list", f"{job_list}live/?ids={page_ids}"),
+        ("live: a job page", f"{job_list}live/?ids={failed_id}"),
+        ("live: overview, last hour", job_list + "overview/live/?range=hour"),
     ]
     return pages
 

@@ -26,6 +26,27 @@ WORKER_LIST_QUERIES = 4  # session, user, count, workers with their running jobs
 PERMISSION_QUERIES = 2  # a non-superuser's permissions: their own and their groups'
 
 
+def job_filter_queries() -> int:
+    """The job list filters' index probes: one per name and per queue that rows hold.
+
+    Names are found through the (name, id) index, one probe per name and one that finds
+    none; queues through the claim index, so once per state and enabled flag. Counted here
+    with SELECT DISTINCT, independently of the admin's own way of finding them.
+    """
+    names = Job.objects.order_by().values("name").distinct().count()
+    probes = names + 1
+    for state in JobState.values:
+        for enabled in (True, False):
+            rows = Job.objects.filter(state=state, enabled=enabled).order_by()
+            probes += rows.values("queue").distinct().count() + 1
+    return probes
+
+
+def run_filter_queries() -> int:
+    """The run list name filter's index probes: one per job name that runs hold, and one."""
+    return JobRun.objects.order_by().values("job_name").distinct().count() + 1
+
+
 def assert_page_queries(
     client: Client, url: str, expected: int, django_assert_num_queries: Any
 ) -> Any:

@@ -27,8 +27,10 @@ from .admin_support import (
     WORKER_LIST_QUERIES,
     assert_page_queries,
     changelist_url,
+    job_filter_queries,
     job_url,
     overview_url,
+    run_filter_queries,
 )
 
 pytestmark = [
@@ -103,26 +105,30 @@ def test_pages_take_the_same_queries_on_big_tables(
     job = Job.objects.order_by("pk").first()
     assert job is not None
 
+    # The filters' probes: one per distinct name or queue, however many rows hold it.
+    list_queries = LIST_QUERIES + job_filter_queries()
+    run_list_queries = RUN_LIST_QUERIES + run_filter_queries()
+    assert list_queries < LIST_QUERIES + 30 and run_list_queries == RUN_LIST_QUERIES + 5
     pages = [
-        (changelist_url(), LIST_QUERIES),
-        (changelist_url() + "?state=failed", LIST_QUERIES),
-        (changelist_url() + "?state=due&name=record", LIST_QUERIES),
-        (changelist_url() + "?q=email:user42%40example.com", LIST_QUERIES),
-        (changelist_url() + "?q=email:user42%40example.com&state=failed", LIST_QUERIES),
-        (changelist_url() + "?state=recurring", LIST_QUERIES),
-        (changelist_url() + "?state=disabled", LIST_QUERIES),
-        (changelist_url() + "?o=2", LIST_QUERIES),  # by name
-        (changelist_url() + "?o=-2", LIST_QUERIES),
-        (changelist_url() + "?o=4", LIST_QUERIES),  # by next run
-        (changelist_url() + "?p=50", LIST_QUERIES),
-        (changelist_url() + "?p=1000", LIST_QUERIES),  # past the first 10,000 rows
+        (changelist_url(), list_queries),
+        (changelist_url() + "?state=failed", list_queries),
+        (changelist_url() + "?state=due&name=record", list_queries),
+        (changelist_url() + "?q=email:user42%40example.com", list_queries),
+        (changelist_url() + "?q=email:user42%40example.com&state=failed", list_queries),
+        (changelist_url() + "?state=recurring", list_queries),
+        (changelist_url() + "?state=disabled", list_queries),
+        (changelist_url() + "?o=2", list_queries),  # by name
+        (changelist_url() + "?o=-2", list_queries),
+        (changelist_url() + "?o=4", list_queries),  # by next run
+        (changelist_url() + "?p=50", list_queries),
+        (changelist_url() + "?p=1000", list_queries),  # past the first 10,000 rows
         (job_url(job), JOB_PAGE_QUERIES),
         (overview_url(), OVERVIEW_QUERIES),
         (overview_url() + "?range=day", OVERVIEW_QUERIES),
-        ("/admin/django_jobs/jobrun/", RUN_LIST_QUERIES),
-        ("/admin/django_jobs/jobrun/?outcome=failed", RUN_LIST_QUERIES),
-        ("/admin/django_jobs/jobrun/?q=worker-1", RUN_LIST_QUERIES),
-        (f"/admin/django_jobs/jobrun/?job__id__exact={job.pk}", RUN_LIST_QUERIES),
+        ("/admin/django_jobs/jobrun/", run_list_queries),
+        ("/admin/django_jobs/jobrun/?outcome=failed", run_list_queries),
+        ("/admin/django_jobs/jobrun/?q=worker-1", run_list_queries),
+        (f"/admin/django_jobs/jobrun/?job__id__exact={job.pk}", run_list_queries),
         ("/admin/django_jobs/worker/", WORKER_LIST_QUERIES),
     ]
     for url, expected in pages:
@@ -133,6 +139,18 @@ def test_pages_take_the_same_queries_on_big_tables(
             if "COUNT(*)" in sql and "DJANGO_JOBS_WORKER" not in sql:
                 # A list's count stops at the cap instead of counting the whole table.
                 assert "LIMIT" in sql, (url, sql)
+
+    # The queues page: capped counts per queue and state, each an index range.
+    with CaptureQueriesContext(connection) as queries:
+        queues = admin_client.get("/admin/django_jobs/job/queues/")
+    assert queues.status_code == 200
+    assert len(queries.captured_queries) < 40
+    for query in queries.captured_queries:
+        sql = query["sql"].upper()
+        assert "DISTINCT" not in sql, sql
+        if "COUNT(*)" in sql:
+            assert "LIMIT" in sql, sql
+    assert ">10,000+</a>" in queues.content.decode()
 
     html = admin_client.get(changelist_url()).content.decode()
     assert "10,000+ jobs" in html

@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from ..exceptions import InvalidSchedule
 from ..models import Job, JobState, due_q
 from ..schedules import parse_schedule
+from .changelist import CountAtLeast
 
 EMPTY = "-"
 
@@ -73,8 +74,14 @@ def state_badges(job: Job) -> SafeString:
 
 
 def count_text(count: int) -> str:
-    """A count with thousands separators ("12,345"), whatever USE_THOUSAND_SEPARATOR says."""
-    return number_format(count, force_grouping=True)
+    """A count with thousands separators ("12,345"), whatever USE_THOUSAND_SEPARATOR says.
+
+    A count that stopped at its cap reads "10,000+".
+    """
+    text = number_format(int(count), force_grouping=True)
+    if isinstance(count, CountAtLeast):
+        return _("%(count)s+") % {"count": text}
+    return text
 
 
 def utc_text(value: datetime) -> str:

@@ -32,6 +32,7 @@ from .actions import ACTIONS, apply, cancel_jobs, cancel_states, reschedule_acti
 from .display import STATE_LABELS
 from .live import OVERVIEW_LIVE_SECONDS, error, job_rows, json_response, live_view
 from .overview import RANGES, build_chart, counts_by_name, live_workers, run_buckets
+from .queues import QUEUE_STATES, THROUGHPUT_SPAN, queue_rows
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -62,6 +63,7 @@ class JobViewsMixin(_Base):
                 live_view(self, self.overview_live_view),  # type: ignore[arg-type]
                 name=f"{info}_overview_live",
             ),
+            path("queues/", wrap(self.queues_view), name=f"{info}_queues"),
             path("live/", live_view(self, self.live_view), name=f"{info}_live"),  # type: ignore[arg-type]
             path(
                 "<path:object_id>/actions/<str:action>/",
@@ -258,6 +260,43 @@ class JobViewsMixin(_Base):
             "live_seconds": OVERVIEW_LIVE_SECONDS,
         }
         return TemplateResponse(request, TEMPLATE_DIR + "overview.html", context)
+
+    def queues_view(self, request: HttpRequest) -> HttpResponse:
+        """Per queue: capped counts by state, the oldest due job's wait, the last hour's runs."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        list_url = self.changelist_url()
+        rows = []
+        for row in queue_rows(settings.DATABASE):
+            wait = row.oldest_wait
+            rows.append(
+                {
+                    "queue": row.queue,
+                    "url": f"{list_url}?{urlencode({'queue': row.queue})}",
+                    "paused": row.paused,
+                    "cells": [
+                        {
+                            "key": key,
+                            "count": row.counts[key],
+                            "text": display.count_text(row.counts[key]),
+                            "url": f"{list_url}?{urlencode({'queue': row.queue, 'state': key})}",
+                        }
+                        for key in QUEUE_STATES
+                    ],
+                    "oldest_wait": display.format_duration(wait) if wait is not None else "",
+                    "oldest_due_text": display.exact_time_or_empty(row.oldest_due_at),
+                    "runs": display.count_text(row.runs),
+                    "failed_runs": display.count_text(row.failed_runs),
+                    "per_minute": f"{row.runs / (THROUGHPUT_SPAN.total_seconds() / 60):.1f}",
+                }
+            )
+        context = {
+            **self.page_context(request, _("Queues"), [("", _("Queues"))]),
+            "columns": [(key, STATE_LABELS[key]) for key in QUEUE_STATES],
+            "rows": rows,
+            "overview_url": reverse(f"{self.admin_site.name}:django_jobs_job_overview"),
+        }
+        return TemplateResponse(request, TEMPLATE_DIR + "queues.html", context)
 
     def overview_live_view(self, request: HttpRequest) -> HttpResponse:
         """GET ?range=hour: the overview's sections as HTML, for its live updates."""

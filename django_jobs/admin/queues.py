@@ -1,0 +1,143 @@
+"""The queues page's numbers, and the queues and names that have rows (for the list filters).
+
+Every query reads an index range and stops early, so the page costs the same at a million
+jobs as at a hundred (docs/performance.md, "Admin at 1M jobs"):
+
+- the distinct values of a column are found by skipping through an index, one probe per
+  value (`WHERE queue > 'emails' ORDER BY queue LIMIT 1`), never by SELECT DISTINCT, which
+  reads every row. Names skip through the (name, id) index; queues through the claim index
+  (state, enabled, queue, ...), once per state and enabled flag, since no index starts
+  with the queue;
+- the counts per queue and state are capped (at most COUNT_LIMIT + 1 rows each), as the
+  lists' counts are, and each is a range of the claim index;
+- the oldest due job's wait and the runs of the last hour are one query each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Min, Q, QuerySet
+from django.utils import timezone
+
+from ..conf import settings
+from ..models import DbNow, Job, JobRun, JobState, Pause, PauseKind
+from ..registry import registry
+from .changelist import COUNT_LIMIT, CountAtLeast
+from .overview import FAILED_OUTCOMES
+
+MAX_VALUES = 200  # distinct queues or names listed; more would make the filter unreadable
+THROUGHPUT_SPAN = timedelta(hours=1)
+# The admin states counted per queue, in the order of the page's columns.
+QUEUE_STATES = ("due", "scheduled", "running", "succeeded", "failed", "disabled")
+
+
+def distinct_values(queryset: QuerySet[Any], column: str, limit: int = MAX_VALUES) -> list[str]:
+    """The distinct values of `column` in `queryset`, one index probe each (a loose scan)."""
+    values: list[str] = []
+    ordered = queryset.order_by(column).values_list(column, flat=True)
+    while len(values) < limit:
+        rest = ordered.filter(**{f"{column}__gt": values[-1]}) if values else ordered
+        found = list(rest[:1])
+        if not found:
+            break
+        values.append(found[0])
+    return values
+
+
+def job_queues(using: str) -> list[str]:
+    """Every queue that holds a job, through the claim index (state, enabled, queue, ...)."""
+    found: set[str] = set()
+    jobs = Job.objects.using(using)
+    for state in JobState.values:
+        for enabled in (True, False):
+            found.update(distinct_values(jobs.filter(state=state, enabled=enabled), "queue"))
+    return sorted(found)[:MAX_VALUES]
+
+
+def registered_queues() -> set[str]:
+    """The queues the code declares: each job definition's, and the default one."""
+    return {definition.queue for definition in registry} | {settings.DEFAULT_QUEUE}
+
+
+def job_names(using: str) -> list[str]:
+    """Every name that a job has, through the (name, id) index."""
+    return distinct_values(Job.objects.using(using), "name")
+
+
+def run_names(using: str) -> list[str]:
+    """Every job name that a run has, through the (job_name, started_at) index."""
+    return distinct_values(JobRun.objects.using(using), "job_name")
+
+
+def capped_count(queryset: QuerySet[Any]) -> int:
+    """How many rows, counting at most COUNT_LIMIT + 1 of them (shown as "10,000+")."""
+    found = queryset.order_by().values("pk")[: COUNT_LIMIT + 1].count()
+    return CountAtLeast(COUNT_LIMIT) if found > COUNT_LIMIT else found
+
+
+def _queue_condition(key: str, queue: str) -> Q:
+    """One admin state of one queue, written as ranges of the claim index."""
+    both = [True, False]
+    if key == "due":
+        return Q(state=JobState.SCHEDULED, enabled=True, queue=queue, next_run_at__lte=DbNow())
+    if key == "scheduled":  # waiting for a later time, or disabled (as the list's filter)
+        return Q(state=JobState.SCHEDULED, enabled__in=both, queue=queue) & ~Q(
+            enabled=True, next_run_at__lte=DbNow()
+        )
+    if key == "disabled":
+        return Q(state__in=JobState.values, enabled=False, queue=queue)
+    return Q(state=key, enabled__in=both, queue=queue)
+
+
+@dataclass
+class QueueRow:
+    queue: str
+    counts: dict[str, int] = field(default_factory=dict)
+    oldest_due_at: datetime | None = None
+    runs: int = 0  # runs started within THROUGHPUT_SPAN
+    failed_runs: int = 0
+    paused: bool = False
+
+    @property
+    def oldest_wait(self) -> timedelta | None:
+        if self.oldest_due_at is None:
+            return None
+        return max(timedelta(0), timezone.now() - self.oldest_due_at)
+
+
+def queue_rows(using: str, now: datetime | None = None) -> list[QueueRow]:
+    """Per queue that holds jobs: capped counts by state, oldest due job, last hour's runs."""
+    now = now or timezone.now()
+    jobs = Job.objects.using(using)
+    paused = set(
+        Pause.objects.using(using)
+        .filter(kind=PauseKind.QUEUE)
+        .values_list("value", flat=True)[:MAX_VALUES]
+    )
+    queues = set(job_queues(using)) | registered_queues() | paused
+    rows = {queue: QueueRow(queue, paused=queue in paused) for queue in sorted(queues)}
+    for queue, row in rows.items():
+        row.counts = {
+            key: capped_count(jobs.filter(_queue_condition(key, queue))) for key in QUEUE_STATES
+        }
+        if row.counts["due"]:
+            row.oldest_due_at = jobs.filter(_queue_condition("due", queue)).aggregate(
+                at=Min("next_run_at")
+            )["at"]
+    for group in (
+        JobRun.objects.using(using)
+        .filter(started_at__gte=now - THROUGHPUT_SPAN, job__isnull=False)
+        .order_by()
+        .values("job__queue")
+        .annotate(
+            runs=Count("pk"),
+            failed=Count("pk", filter=Q(outcome__in=FAILED_OUTCOMES)),
+        )
+    ):
+        found = rows.get(group["job__queue"])
+        if found is not None:
+            found.runs, found.failed_runs = group["runs"], group["failed"]
+    return list(rows.values())
