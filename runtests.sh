@@ -17,7 +17,7 @@ cd "$ROOT"
 # Bump when the install recipe below changes, so existing venvs are rebuilt.
 RECIPE_VERSION=1
 MIN_PIP="25.1"  # the first pip that installs dependency groups (--group)
-EXTRAS="postgres,mysql,tasks"
+EXTRAS="postgres,mysql,tasks,metrics,otel"
 DEP_GROUPS=(test lint docs)
 
 POSTGRES_URL="postgres://postgres@127.0.0.1:5432/postgres"

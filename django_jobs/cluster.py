@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -69,12 +70,24 @@ class Slot:
 class Supervisor:
     """Starts `processes` workers built from `worker_options` and keeps them running."""
 
-    def __init__(self, processes: int, worker_options: dict[str, Any], verbosity: int = 1) -> None:
+    def __init__(
+        self,
+        processes: int,
+        worker_options: dict[str, Any],
+        verbosity: int = 1,
+        metrics: bool = False,
+    ) -> None:
         if processes < 1:
             raise ValueError(f"Invalid processes={processes!r}. Use 1 or more.")
         self.processes = processes
         self.worker_options = dict(worker_options)
         self.verbosity = verbosity  # runjobs -v, for spawned children to set up their logging
+        # runjobs --metrics-port: each child writes its samples where the supervisor reads them
+        # (metrics.MultiprocessDirectory); the supervisor counts the database's gauges itself.
+        self.metrics = metrics
+        # Held while forking, and by the metrics' database counts while they query, so no
+        # child inherits a connection that the supervisor's scrape thread has open.
+        self.fork_lock = threading.Lock()
         self.slots = [Slot(number) for number in range(1, processes + 1)]
         self.stopping = False
         self._signals = 0
@@ -138,14 +151,15 @@ class Supervisor:
         connections.close_all()
         process = self._context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(self._worker_options(slot), os.getpid(), self.verbosity),
+            args=(self._worker_options(slot), os.getpid(), self.verbosity, self.metrics),
             name=f"django_jobs-worker-{slot.number}",
         )
         # Signals stay blocked across the fork until the child has its own handlers, so a
         # SIGTERM in that instant cannot run this supervisor's handler inside the child.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            process.start()
+            with self.fork_lock:
+                process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         slot.process, slot.started_at = process, time.monotonic()
@@ -223,7 +237,9 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)  # the supervisor died before the line above
 
 
-def _child_main(options: dict[str, Any], parent_pid: int, verbosity: int = 1) -> None:
+def _child_main(
+    options: dict[str, Any], parent_pid: int, verbosity: int = 1, metrics: bool = False
+) -> None:
     """A worker process: set up, run one Worker, exit with its status."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -237,6 +253,10 @@ def _child_main(options: dict[str, Any], parent_pid: int, verbosity: int = 1) ->
         from .worker import report
 
         report.configure_logging(verbosity)  # a forked child has the supervisor's already
+    if metrics:
+        from . import metrics as prometheus
+
+        prometheus.enable_worker()  # into the supervisor's directory (PROMETHEUS_MULTIPROC_DIR)
     from .worker import Worker
 
     sys.exit(Worker(**options).run())

@@ -31,6 +31,7 @@ from .recurring import (  # noqa: F401  (the prefix is re-exported with the mode
 )
 from .schedules import get_timezone, parse_schedule
 from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
+from .tracing import capture, capture_many
 from .validation import NAME_MAX_LENGTH, check_when
 
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
@@ -89,6 +90,7 @@ class JobQuerySet(models.QuerySet["Job"]):
         With `unique_key`, an existing row holding the key is returned instead (created False).
         """
         db = self.db
+        capture(fields)  # the scheduling code's trace context, when OpenTelemetry is installed
         if unique_key is None:
             return _woken(self.create(**fields), fields), True
         existing = self.filter(unique_key=unique_key).first()
@@ -106,6 +108,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def create_jobs(self, jobs: list[Job], *, batch_size: int = 1000) -> list[Job]:
         """Insert many jobs (fields already validated) with one INSERT per batch."""
+        capture_many(jobs)
         created: list[Job] = self.bulk_create(jobs, batch_size=batch_size)  # type: ignore[arg-type,assignment]
         soonest = min((j.next_run_at for j in created if j.next_run_at is not None), default=None)
         if soonest is not None:

@@ -69,6 +69,12 @@ _LISTEN = os.environ.get("DJANGO_JOBS_LISTEN_DATABASE")
 if _LISTEN:
     DJANGO_JOBS["LISTEN_DATABASE"] = {"false": False, "none": None}.get(_LISTEN.lower(), _LISTEN)
 
+# DJANGO_JOBS_TEST_SPANS_FILE: a worker subprocess records its spans there (test_tracing.py).
+if os.environ.get("DJANGO_JOBS_TEST_SPANS_FILE"):
+    from tests.otel_support import export_spans_to
+
+    export_spans_to(os.environ["DJANGO_JOBS_TEST_SPANS_FILE"])
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.dispatch import Signal
 
-from .. import claiming
+from .. import claiming, instruments
 from ..exceptions import UnknownJob
 from ..models import Job, JobRun
 from ..registry import JobDefinition, registry
@@ -43,6 +43,7 @@ class Running:
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
     recorded: threading.Event = field(default_factory=threading.Event)  # once it is written
     retrying: bool = False  # a failed attempt that will run again (for the worker's summary)
+    watch: instruments.RunWatch | None = None  # its span and metrics, if anything observes
     # The key in Worker._running: the job and the claim's lock token, taken when it is claimed
     # (writing the outcome clears the token on the job instance).
     key: tuple[int, str] = field(init=False)
@@ -94,6 +95,7 @@ def execute(entry: Running, report: Report) -> None:
     """
     close_old_connections()
     job, run = entry.job, entry.run
+    entry.watch = instruments.watch(job, entry.started)
     try:
         try:
             func, definition = _runnable(job)
@@ -124,6 +126,8 @@ def execute(entry: Running, report: Report) -> None:
     except Exception:
         logger.exception("Could not run %s", job)
     finally:
+        if entry.watch is not None:
+            entry.watch.close()
         close_old_connections()
 
 
@@ -165,10 +169,10 @@ def _failed(
 
 
 def _report(entry: Running, report: Report, signal: Signal, **outcome: Any) -> None:
-    finished_at = entry.now()
-    report(
-        entry, claiming.Outcome(entry.job, entry.run, finished_at=finished_at, **outcome), signal
-    )
+    ended = claiming.Outcome(entry.job, entry.run, finished_at=entry.now(), **outcome)
+    if entry.watch is not None:
+        entry.watch.ended(ended)
+    report(entry, ended, signal)
 
 
 def send_signal(signal: Signal, **kwargs: Any) -> None:

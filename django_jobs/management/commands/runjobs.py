@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -15,6 +17,7 @@ from django_jobs.validation import (
     GRACE_PERIOD,
     LOCK_LIFETIME,
     MAX_PROCESSES,
+    METRICS_PORT,
     POLL_INTERVAL,
     PROCESSES,
     WORKER_CONCURRENCY,
@@ -49,6 +52,7 @@ CHECKED_OPTIONS = {
     "lock_lifetime": bounded("--lock-lifetime", LOCK_LIFETIME),
     "grace_period": bounded("--grace-period", GRACE_PERIOD),
     "processes": _processes,
+    "metrics_port": bounded("--metrics-port", METRICS_PORT),
 }
 
 
@@ -113,6 +117,20 @@ class Command(BaseCommand):
             default=None,
             help=f"Seconds jobs get to finish on SIGTERM (default {settings.GRACE_PERIOD}).",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=CHECKED_OPTIONS["metrics_port"],
+            default=None,
+            help=(
+                "Serve Prometheus metrics on this port (needs prometheus_client; with "
+                "--processes, the supervisor serves every process's metrics)."
+            ),
+        )
+        parser.add_argument(
+            "--metrics-host",
+            default="127.0.0.1",
+            help="Address the metrics port listens on (default 127.0.0.1; 0.0.0.0 for all).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # The project's LOGGING stands; this fills in what it leaves out (docs/worker.md,
@@ -161,12 +179,59 @@ class Command(BaseCommand):
             logger.info("runjobs: stopped before it started (a signal came during start-up).")
             return
         processes = options["processes"]
+        port, host = options.get("metrics_port"), options.get("metrics_host") or "127.0.0.1"
         if processes is not None:
             from django_jobs.cluster import Supervisor, cpu_count
 
             count = cpu_count() if processes == "auto" else processes
-            status = Supervisor(count, worker_options, verbosity=options.get("verbosity", 1)).run()
+            supervisor = Supervisor(
+                count,
+                worker_options,
+                verbosity=options.get("verbosity", 1),
+                metrics=port is not None,
+            )
+            with _metrics(port, host, supervisor.fork_lock):
+                status = supervisor.run()
         else:
-            status = Worker(**worker_options).run()
+            with _metrics(port, host, None):
+                status = Worker(**worker_options).run()
         if status:
             raise SystemExit(status)
+
+
+@contextlib.contextmanager
+def _metrics(port: int | None, host: str, fork_lock: Any) -> Iterator[None]:
+    """Serve the metrics on host:port while the worker (or supervisor) runs."""
+    if port is None:
+        yield
+        return
+    from django_jobs import metrics
+
+    directory = None
+    try:
+        metrics.require()
+        if fork_lock is None:
+            registry = metrics.worker_registry()
+        else:
+            directory = metrics.MultiprocessDirectory()
+            registry = directory.registry(fork_lock)
+        server = metrics.serve(port, host, registry)
+    except JobsError as exc:
+        raise CommandError(f"--metrics-port: {exc}") from None
+    except OSError as exc:
+        if directory is not None:
+            directory.remove()
+        raise CommandError(
+            f"Cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
+            "--metrics-port, or a --metrics-host of this machine."
+        ) from None
+    logger.info("Metrics for Prometheus on http://%s:%d/metrics", host, port)
+    if directory is not None:
+        logger.info("Metrics: worker processes write their samples to %s.", directory.path)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        if directory is not None:
+            directory.remove()
