@@ -123,8 +123,45 @@ def _array(values: list[str]) -> str:
     return "ARRAY[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
+JOB_COLUMNS = """name data queue priority state enabled next_run_at schedule timezone
+    schedule_overridden unique_key attempts max_attempts failure_count locked_by lock_token
+    locked_until last_started_at last_finished_at last_error last_error_class last_traceback
+    note progress progress_message result task_backend created_at updated_at""".split()
+RUN_COLUMNS = """job_id job_name attempt outcome worker_id lock_token started_at finished_at
+    error error_class traceback""".split()
+
+
+def _defaults(model: Any, listed: list[str]) -> tuple[str, str]:
+    """(", col, ...", ", value, ...") for the columns the INSERT below does not name.
+
+    Columns added by later migrations get their field's default, so the loader keeps
+    working as the model grows.
+    """
+    columns, values = [], []
+    for field in model._meta.concrete_fields:
+        if field.primary_key or field.column in listed:
+            continue
+        default = field.get_default()
+        if field.has_default() and callable(field.default):
+            value = "now()"
+        elif default is None:
+            value = "NULL"
+        elif isinstance(default, bool):
+            value = "true" if default else "false"
+        elif isinstance(default, (int, float)):
+            value = str(default)
+        else:
+            value = "'" + str(default).replace("'", "''") + "'"
+        columns.append(field.column)
+        values.append(value)
+    return "".join(f", {c}" for c in columns), "".join(f", {v}" for v in values)
+
+
 def load_postgresql(cursor: Any, jobs: int, runs: int) -> None:
+    from django_jobs.models import Job, JobRun
+
     names, queues = _array(NAMES), _array(QUEUES)
+    job_rest, run_rest = _defaults(Job, JOB_COLUMNS), _defaults(JobRun, RUN_COLUMNS)
     cursor.execute("TRUNCATE django_jobs_jobrun, django_jobs_job RESTART IDENTITY CASCADE")
     # i % 100: 0-64 succeeded, 65-74 failed, 75-94 scheduled (75-84 due, 85-94 later),
     # 95-96 running, 97-99 scheduled far ahead; every 10,000th row is recurring, every 500th
@@ -136,7 +173,7 @@ def load_postgresql(cursor: Any, jobs: int, runs: int) -> None:
             schedule_overridden, unique_key, attempts, max_attempts, failure_count, locked_by,
             lock_token, locked_until, last_started_at, last_finished_at, last_error,
             last_error_class, last_traceback, note, progress, progress_message, result,
-            task_backend, created_at, updated_at)
+            task_backend, created_at, updated_at{job_rest[0]})
         SELECT
             ({names})[i % 20 + 1],
             jsonb_build_object('email', 'user' || i || '@example.com', 'order_id', i,
@@ -179,7 +216,7 @@ def load_postgresql(cursor: Any, jobs: int, runs: int) -> None:
                  ELSE '' END,
             '', NULL, '', NULL, '',
             now() - ({jobs} - i) * interval '1 second',
-            now() - ({jobs} - i) * interval '1 second'
+            now() - ({jobs} - i) * interval '1 second'{job_rest[1]}
         FROM generate_series(1, {jobs}) AS i
         """
     )
@@ -188,7 +225,7 @@ def load_postgresql(cursor: Any, jobs: int, runs: int) -> None:
         f"""
         INSERT INTO django_jobs_jobrun (
             job_id, job_name, attempt, outcome, worker_id, lock_token, started_at, finished_at,
-            error, error_class, traceback)
+            error, error_class, traceback{run_rest[0]})
         SELECT
             i % {jobs} + 1,
             ({names})[(i % {jobs} + 1) % 20 + 1],
@@ -202,7 +239,7 @@ def load_postgresql(cursor: Any, jobs: int, runs: int) -> None:
                 + (i % 5000) * interval '1 millisecond',
             CASE WHEN i % 20 = 0 THEN 'ConnectionError: refused #' || i ELSE '' END,
             CASE WHEN i % 20 = 0 THEN 'builtins.ConnectionError' ELSE '' END,
-            ''
+            ''{run_rest[1]}
         FROM generate_series(1, {runs}) AS i
         """
     )
