@@ -123,12 +123,50 @@ def _array(values: list[str]) -> str:
     return "ARRAY[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
-JOB_COLUMNS = """name data queue priority state enabled next_run_at schedule timezone
-    schedule_overridden unique_key attempts max_attempts failure_count locked_by lock_token
-    locked_until last_started_at last_finished_at last_error last_error_class last_traceback
-    note progress progress_message result task_backend created_at updated_at""".split()
-RUN_COLUMNS = """job_id job_name attempt outcome worker_id lock_token started_at finished_at
-    error error_class traceback""".split()
+JOB_COLUMNS = [
+    "name",
+    "data",
+    "queue",
+    "priority",
+    "state",
+    "enabled",
+    "next_run_at",
+    "schedule",
+    "timezone",
+    "schedule_overridden",
+    "unique_key",
+    "attempts",
+    "max_attempts",
+    "failure_count",
+    "locked_by",
+    "lock_token",
+    "locked_until",
+    "last_started_at",
+    "last_finished_at",
+    "last_error",
+    "last_error_class",
+    "last_traceback",
+    "note",
+    "progress",
+    "progress_message",
+    "result",
+    "task_backend",
+    "created_at",
+    "updated_at",
+]
+RUN_COLUMNS = [
+    "job_id",
+    "job_name",
+    "attempt",
+    "outcome",
+    "worker_id",
+    "lock_token",
+    "started_at",
+    "finished_at",
+    "error",
+    "error_class",
+    "traceback",
+]
 
 
 def _defaults(model: Any, listed: list[str]) -> tuple[str, str]:
