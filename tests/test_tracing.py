@@ -15,15 +15,20 @@ from django_jobs.models import Job, JobState
 from tests.otel_support import SPANS_FILE_ENV, read_spans
 
 _EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tracer() -> trace.Tracer:
-    """A tracer of the SDK whose spans end in an in-memory exporter (set once per process)."""
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-    trace.set_tracer_provider(provider)
-    assert trace.get_tracer_provider() is provider, "another test set a tracer provider first"
+    """A tracer of the SDK whose spans end in an in-memory exporter.
+
+    OpenTelemetry takes one tracer provider per process, so it is set on first use and kept
+    (pytest-django runs this module's transactional tests apart from the others).
+    """
+    if trace.get_tracer_provider() is not _PROVIDER:
+        trace.set_tracer_provider(_PROVIDER)
+    assert trace.get_tracer_provider() is _PROVIDER, "another test set a tracer provider first"
     return trace.get_tracer("tests")
 
 
