@@ -9,19 +9,22 @@ from typing import Any
 from django.utils import timezone
 
 from .conf import settings
-from .db import write_transaction
+from .db import DbNow, write_transaction
 from .exceptions import InvalidOption, JobNotFound, JobStateError
 from .models import Job, JobState
+from .notify import ask_to_stop
 from .registry import registry
 from .schedules import parse_when
 from .states import allowed_states
 from .validation import (
     ATTEMPTS,
+    CANCELLED_BY_MAX_LENGTH,
     check_job_id,
     check_job_name,
     check_json,
     check_priority,
     check_queue,
+    check_text,
     check_unique_key,
     shown,
 )
@@ -116,16 +119,23 @@ def cancel(
     *,
     unique_key: str | None = None,
     name: str | None = None,
+    running: bool = False,
+    by: str = "",
     using: str | None = None,
 ) -> int:
-    """Delete jobs that are waiting to run; returns how many. Running jobs are left alone.
+    """Delete jobs that are waiting to run; returns how many. Running jobs are left alone,
+    unless `running=True`: then their workers are asked to stop them too (counted as well),
+    and each run is recorded as cancelled, with `by` as who asked (docs/controls.md).
 
     Pass a job (or its id), a unique_key, or a name (every waiting job of that name). A job
-    passed by itself that is running or finished raises JobStateError; an id that no job has
-    raises JobNotFound (a LookupError). An id is a whole number: a float, a string or bytes
-    raise InvalidOption.
+    passed by itself that is running (without running=True) or finished raises
+    JobStateError; an id that no job has raises JobNotFound (a LookupError). An id is a whole
+    number: a float, a string or bytes raise InvalidOption.
     """
     db = using or settings.DATABASE
+    if not isinstance(running, bool):
+        raise InvalidOption(f"Invalid running={shown(running)}. Use True or False.")
+    check_text("by", by, CANCELLED_BY_MAX_LENGTH)
     if job is not None:
         if isinstance(job, Job):
             instance = job
@@ -138,7 +148,12 @@ def cancel(
                     f"No job has the id {pk}, so nothing was cancelled; it may have finished "
                     "and been purged, or been cancelled already."
                 ) from None
-        instance.cancel()
+        try:
+            instance.cancel()
+        except JobStateError:
+            if not running or instance.state != JobState.RUNNING:  # state read by cancel()
+                raise
+            instance.cancel_running(by)
         return 1
     if unique_key is None and name is None:
         raise JobStateError("cancel() needs a job, a unique_key or a name.")
@@ -163,4 +178,22 @@ def cancel(
         )
         cancelled = Job.objects.using(db).filter(pk__in=ids, state=JobState.CANCELLED)
         deleted = cancelled.only("pk").delete()
-    return deleted[1].get(Job._meta.label, 0)
+        stopping = 0
+        if running:
+            runs = Job.objects.using(db).filter(state__in=allowed_running_states())
+            if unique_key is not None:
+                runs = runs.filter(unique_key=unique_key)
+            if name is not None:
+                runs = runs.filter(name=name)
+            stopping = runs.update(cancel_requested_at=DbNow(), cancel_requested_by=by)
+            if stopping:
+                ask_to_stop(db)
+    return deleted[1].get(Job._meta.label, 0) + stopping
+
+
+def allowed_running_states() -> list[str]:
+    """The states cancel_running starts from (states.ACTIONS), one-off and recurring."""
+    return list(
+        allowed_states("cancel_running", recurring=False)
+        | allowed_states("cancel_running", recurring=True)
+    )

@@ -18,7 +18,13 @@ from .validation import QUEUE_RULE, SETTINGS_BOUNDS, check_queue, shown
 JOBS_BACKEND_PATH = "django_jobs.backend.JobsBackend"
 # None means "derived from LOCK_LIFETIME", or for the alerts "off".
 OPTIONAL = frozenset(
-    {"HEARTBEAT_INTERVAL", "STALE_WORKER_AFTER", "LATE_AFTER", "ALERT_AFTER_FAILURES"}
+    {
+        "HEARTBEAT_INTERVAL",
+        "STALE_WORKER_AFTER",
+        "LATE_AFTER",
+        "ALERT_AFTER_FAILURES",
+        "DEFAULT_TIMEOUT",
+    }
 )
 HINTS = {
     # 0 is a real choice here, as with `runjobs --grace-period 0`.

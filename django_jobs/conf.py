@@ -22,6 +22,9 @@ class JobsSettings:
     LOCK_LIFETIME: float = 30.0  # seconds; the heartbeat extends running jobs' locks
     HEARTBEAT_INTERVAL: float | None = None  # seconds; None = a third of LOCK_LIFETIME
     GRACE_PERIOD: float = 30.0  # seconds running jobs get to finish after SIGTERM
+    # Seconds a run may take before it is stopped and recorded as timed out, for jobs whose
+    # @job(timeout=...) says nothing (and for tasks of Django's tasks framework); None: none.
+    DEFAULT_TIMEOUT: float | None = None
     BACKOFF_BASE: float = 10.0  # seconds before the first retry; doubles each attempt
     BACKOFF_MAX: float = 3600.0  # seconds; the longest wait between retries
     BACKOFF_JITTER: float = 0.1  # fraction of the delay added at random, 0 to disable

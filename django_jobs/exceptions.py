@@ -47,3 +47,8 @@ class InvalidTaskArguments(InvalidJobData, TypeError):
 
 class TasksUnavailable(JobsError, ImportError):
     """Neither django.tasks (Django 6) nor the django-tasks backport can be imported."""
+
+
+class JobStopped(JobsError):
+    """Raised by job.check_stop() (and in a job's process under --isolation process) once the
+    job has passed its timeout or was cancelled: let it propagate, after cleaning up."""

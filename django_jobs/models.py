@@ -22,8 +22,8 @@ from .db import (
     db_now_plus,  # noqa: F401  (re-exported: callers import it with the models)
     write_transaction,
 )
-from .exceptions import InvalidSchedule, JobStateError
-from .notify import wake_workers
+from .exceptions import InvalidSchedule, JobStateError, JobStopped
+from .notify import ask_to_stop, wake_workers
 from .recurring import (  # noqa: F401  (the prefix is re-exported with the models)
     RECURRING_KEY_PREFIX,
     first_run,
@@ -32,7 +32,7 @@ from .recurring import (  # noqa: F401  (the prefix is re-exported with the mode
 from .schedules import get_timezone, parse_schedule
 from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
 from .tracing import capture, capture_many
-from .validation import NAME_MAX_LENGTH, check_when
+from .validation import CANCELLED_BY_MAX_LENGTH, NAME_MAX_LENGTH, check_text, check_when
 
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
 
@@ -191,7 +191,7 @@ class Job(models.Model):
         help_text=_("When someone asked the worker to stop this running job (database clock)."),
     )
     cancel_requested_by = models.CharField(
-        _("cancel requested by"), max_length=150, blank=True, editable=False
+        _("cancel requested by"), max_length=CANCELLED_BY_MAX_LENGTH, blank=True, editable=False
     )
     progress = models.FloatField(_("progress"), null=True, blank=True)
     progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
@@ -269,6 +269,20 @@ class Job(models.Model):
             fraction = min(max(float(fraction), 0.0), 1.0)
         self.progress, self.progress_message = fraction, message[:255]
         return bool(self._owned().update(progress=fraction, progress_message=self.progress_message))
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once this running job passed its timeout or was cancelled: a sync job that
+        runs long should look now and then, and return (or call check_stop())."""
+        stop = getattr(self, "_stop", None)  # set by the worker that runs it
+        return stop is not None and stop.requested
+
+    def check_stop(self) -> None:
+        """Raise JobStopped if the job should stop (see stop_requested)."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None and stop.requested:
+            why = "was cancelled" if stop.reason == "cancel" else "passed its timeout"
+            raise JobStopped(f"Job {self} {why}; it stopped at check_stop().")
 
     def _owned(self) -> JobQuerySet:
         """This row, only while the claim this instance came from still holds it."""
@@ -393,6 +407,22 @@ class Job(models.Model):
         """Wake idle workers (after commit) when this job is due now or within a poll interval."""
         if self.state == JobState.SCHEDULED and self.enabled:
             wake_workers(self._state.db or "default", [self.queue], due_at=due_at)
+        return self
+
+    def cancel_running(self, by: str = "") -> Job:
+        """Ask the worker running this job to stop it; its run is recorded as cancelled.
+
+        The worker learns of it at its next heartbeat, or at once on PostgreSQL when it has a
+        free thread to listen with, and stops the job as a timeout does (see docs/controls.md).
+        A job that never checks job.stop_requested keeps its lock until it returns.
+        """
+        self._transition(
+            "cancel_running",
+            "cancel the run of",
+            cancel_requested_at=DbNow(),
+            cancel_requested_by=check_text("by", by, CANCELLED_BY_MAX_LENGTH),
+        )
+        ask_to_stop(self._state.db or "default")
         return self
 
     def cancel(self) -> None:

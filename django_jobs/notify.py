@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "django_jobs"
 ALL_QUEUES = "*"  # the payload that wakes every worker, whatever queues it serves
+STOP = "django_jobs:stop"  # the payload that says a running job was cancelled: look now
 LISTEN_RETRY_MIN = 1.0  # seconds before a failed LISTEN_DATABASE connection is tried again
 LISTEN_RETRY_MAX = 30.0  # seconds; the delay doubles up to this while it keeps failing
 
@@ -140,6 +141,13 @@ def wake_workers(using: str, queues: Iterable[str], due_at: datetime | None = No
         return
     names = sorted(set(queues))
     transaction.on_commit(lambda: send(using, names), using=using, robust=True)
+
+
+def ask_to_stop(using: str) -> None:
+    """After the current transaction commits, tell workers (PostgreSQL) that a running job
+    was cancelled, so the one running it looks now rather than at its next heartbeat."""
+    if settings.NOTIFY and _postgresql(using):
+        transaction.on_commit(lambda: send(using, [STOP]), using=using, robust=True)
 
 
 def send(using: str, queues: Sequence[str]) -> None:
@@ -250,6 +258,7 @@ class ClaimListener:
         self.dedicated = self.listen_using != using
         self._raw: Any = None
         self._pending = False
+        self.stop_heard = False  # a STOP arrived: the worker checks its jobs' cancel requests
         self._retry_at = 0.0  # time.monotonic() before which a failed connection is not retried
         self._retry_delay = LISTEN_RETRY_MIN
         self._idle: tuple[socket.socket, socket.socket] | None = None  # see fileno()
@@ -318,7 +327,12 @@ class ClaimListener:
         return int(self._raw.pgconn.socket)
 
     def on_notify(self, notify: Any) -> None:
-        if self._wanted(notify.payload):
+        self._note(notify.payload)
+
+    def _note(self, payload: str) -> None:
+        if payload == STOP:
+            self.stop_heard = True
+        elif self._wanted(payload):
             self._pending = True
 
     def heard(self) -> bool:
@@ -341,8 +355,7 @@ class ClaimListener:
                     raw.close()
             raise
         while (notify := pgconn.notifies()) is not None:
-            if self._wanted(notify.extra.decode(errors="replace")):
-                self._pending = True
+            self._note(notify.extra.decode(errors="replace"))
         pending, self._pending = self._pending, False
         return pending
 

@@ -20,10 +20,9 @@ from .db import DbNow, write_transaction
 from .exceptions import InvalidOption
 from .models import Job, Pause, PauseKind
 from .notify import wake_workers
-from .validation import check_job_name, check_queue, shown
+from .validation import CANCELLED_BY_MAX_LENGTH, check_job_name, check_queue, check_text, shown
 
-REASON_MAX_LENGTH = 255
-BY_MAX_LENGTH = 150
+REASON_MAX_LENGTH = 255  # characters (Pause.reason)
 
 
 @dataclass(frozen=True)
@@ -58,15 +57,6 @@ def checked_target(kind: str, value: object) -> Target:
     raise InvalidOption(f"Invalid kind {shown(kind)}. Use 'queue' or 'name'.")
 
 
-def _text(option: str, value: object, limit: int) -> str:
-    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
-        raise InvalidOption(
-            f"Invalid {option}={shown(value)}. Use a string of at most {limit} characters "
-            "without NUL characters."
-        )
-    return value
-
-
 def pause(
     *,
     queue: str | None = None,
@@ -85,8 +75,8 @@ def pause(
 def pause_target(
     what: Target, *, by: str = "", reason: str = "", using: str | None = None
 ) -> Pause:
-    fields = {"paused_by": _text("by", by, BY_MAX_LENGTH)}
-    fields["reason"] = _text("reason", reason, REASON_MAX_LENGTH)
+    fields = {"paused_by": check_text("by", by, CANCELLED_BY_MAX_LENGTH)}
+    fields["reason"] = check_text("reason", reason, REASON_MAX_LENGTH)
     db = using or settings.DATABASE
     pauses = Pause.objects.using(db)
     existing = pauses.filter(kind=what.kind, value=what.value).first()

@@ -22,6 +22,7 @@ from .validation import (
     check_lock_lifetime,
     check_priority,
     check_queue,
+    check_timeout,
     shown,
 )
 
@@ -47,6 +48,15 @@ class JobDefinition:
     timezone: str = "UTC"
     is_async: bool = field(default=False)
     late_after: timedelta | None = None  # None: DJANGO_JOBS["LATE_AFTER"] (alerts.py)
+    timeout: timedelta | None = None  # None: DJANGO_JOBS["DEFAULT_TIMEOUT"]
+
+    def timeout_seconds(self) -> float | None:
+        """Seconds a run may take before it is stopped, or None for no limit."""
+        from .conf import settings
+
+        if self.timeout is not None:
+            return self.timeout.total_seconds()
+        return settings.DEFAULT_TIMEOUT
 
     @property
     def recurring(self) -> bool:
@@ -124,6 +134,7 @@ def job(
     schedule: str | None = None,
     timezone: str = "UTC",
     late_after: float | timedelta | None = None,
+    timeout: float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the job `name`.
 
@@ -142,6 +153,9 @@ def job(
       that makes the job recurring, evaluated in `timezone` (an IANA name).
     - late_after: seconds (or a timedelta) a due run of this recurring job may wait
       unclaimed before it is flagged as late (default: DJANGO_JOBS["LATE_AFTER"]).
+    - timeout: seconds (or a timedelta) a run may take; past it the job is stopped (see
+      docs/controls.md) and the run is "timed out", a failed attempt that is retried within
+      max_attempts (default: DJANGO_JOBS["DEFAULT_TIMEOUT"], None for no limit).
     """
     from .conf import settings
 
@@ -186,6 +200,9 @@ def job(
             f"late_after={shown(late_after)}{where} applies to recurring jobs only; add a "
             "schedule or remove late_after (jobstatus --max-lateness watches one-off jobs)."
         )
+    run_timeout = (
+        None if timeout is None else check_timeout(timeout, where=where, error=InvalidJobDefinition)
+    )
     parsed_priority = check_priority(priority, error=InvalidJobDefinition)
     parsed_queue = check_queue(
         settings.DEFAULT_QUEUE if queue is None else queue, error=InvalidJobDefinition
@@ -209,6 +226,7 @@ def job(
             timezone=timezone,
             is_async=inspect.iscoroutinefunction(func),
             late_after=late,
+            timeout=run_timeout,
         )
         registry.register(definition)
         func.job_definition = definition  # type: ignore[attr-defined]

@@ -536,26 +536,14 @@ def check_lock_lifetime(
     value: object, *, where: str = "", error: type[JobsError] = InvalidOption
 ) -> timedelta:
     """A lock lifetime: seconds (or a timedelta) from MIN_LOCK_LIFETIME to MAX_LOCK_LIFETIME."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not LOCK_LIFETIME.accepts(seconds):
-        raise error(
-            f"Invalid lock_lifetime={shown(value)}{where}. Use {LOCK_LIFETIME.describe()}, "
-            "or a timedelta within that range."
-        )
-    return timedelta(seconds=seconds)  # type: ignore[arg-type]
+    return check_duration("lock_lifetime", value, LOCK_LIFETIME, where=where, error=error)
 
 
 def check_late_after(
     value: object, *, where: str = "", error: type[JobsError] = InvalidOption
 ) -> timedelta:
     """A late-alert threshold: seconds (or a timedelta) above 0 and at most MAX_LATE_AFTER."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not LATE_AFTER.accepts(seconds):
-        raise error(
-            f"Invalid late_after={shown(value)}{where}. Use {LATE_AFTER.describe()}, or a "
-            "timedelta within that range."
-        )
-    return timedelta(seconds=seconds)  # type: ignore[arg-type]
+    return check_duration("late_after", value, LATE_AFTER, where=where, error=error)
 
 
 def check_job_id(value: object) -> int:
@@ -581,3 +569,43 @@ def check_worker_id(value: object) -> str:
             "for a generated id."
         )
     return value
+
+
+# Timeouts and the names of who asked (controls)
+
+MAX_TIMEOUT = 7 * 86400.0  # seconds (a week) a run may take before it is stopped
+TIMEOUT = Bound(0, MAX_TIMEOUT, low_open=True, unit="seconds")
+CANCELLED_BY_MAX_LENGTH = 150  # characters of who cancelled or paused (a user name)
+
+
+def check_duration(
+    option: str, value: object, bound: Bound, *, where: str = "", error: type[JobsError]
+) -> timedelta:
+    """Seconds (or a timedelta) within `bound`, as a timedelta."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not bound.accepts(seconds):
+        raise error(
+            f"Invalid {option}={shown(value)}{where}. Use {bound.describe()}, or a timedelta "
+            "within that range."
+        )
+    return timedelta(seconds=seconds)  # type: ignore[arg-type]
+
+
+def check_timeout(
+    value: object, *, where: str = "", error: type[JobsError] = InvalidOption
+) -> timedelta:
+    """A run's timeout: seconds (or a timedelta) above 0 and at most MAX_TIMEOUT."""
+    return check_duration("timeout", value, TIMEOUT, where=where, error=error)
+
+
+def check_text(option: str, value: object, limit: int) -> str:
+    """A short free text (a reason, a user name): a string of at most `limit` characters."""
+    if not isinstance(value, str) or len(value) > limit or _UNSTORABLE.search(value):
+        raise InvalidOption(
+            f"Invalid {option}={shown(value)}. Use a string of at most {limit} characters, "
+            "without NUL characters or lone surrogates."
+        )
+    return value
+
+
+SETTINGS_BOUNDS["DEFAULT_TIMEOUT"] = TIMEOUT  # None (the default): no timeout

@@ -71,9 +71,7 @@ def test_the_pause_is_in_every_claim_strategy(monkeypatch):
     """The ORM-only claim (old SQLite, MongoDB later) repeats the test in its UPDATE too."""
     from django_jobs.claiming import claims
 
-    monkeypatch.setattr(
-        claims, "claim_strategy", lambda connection: claims._claim_compare_and_set
-    )
+    monkeypatch.setattr(claims, "claim_strategy", lambda connection: claims._claim_compare_and_set)
     held = now("record", queue="emails")
     free = now("record")
     pause(queue="emails")
@@ -100,8 +98,9 @@ def test_a_paused_queue_waits_across_three_workers_then_runs_at_once_on_resume(s
     held = [now("record", {"n": i}, queue="emails") for i in range(20)]
     free = [now("record", {"n": i}) for i in range(20)]
     wait_for(
-        lambda: Job.objects.filter(pk__in=[j.pk for j in free], state=JobState.SUCCEEDED).count()
-        == 20
+        lambda: (
+            Job.objects.filter(pk__in=[j.pk for j in free], state=JobState.SUCCEEDED).count() == 20
+        )
     )
     time.sleep(5)
     assert not JobRun.objects.filter(job__in=held).exists()
@@ -111,8 +110,9 @@ def test_a_paused_queue_waits_across_three_workers_then_runs_at_once_on_resume(s
     resumed_at = database_now("default")
     assert resume(queue="emails")
     wait_for(
-        lambda: Job.objects.filter(pk__in=[j.pk for j in held], state=JobState.SUCCEEDED).count()
-        == 20
+        lambda: (
+            Job.objects.filter(pk__in=[j.pk for j in held], state=JobState.SUCCEEDED).count() == 20
+        )
     )
     first_start = min(JobRun.objects.filter(job__in=held).values_list("started_at", flat=True))
     delay = (first_start - resumed_at).total_seconds()

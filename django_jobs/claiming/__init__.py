@@ -14,12 +14,19 @@ sql.py holds the raw SQL helpers they share.
 from ..notify import wake_workers
 from .claims import CLAIM_ORDER, claim_and_start, claimable
 from .outcomes import Failure, Outcome, class_path, finish_many, next_slot, release
-from .recovery import delete_dead_workers, extend_locks, heartbeat, recover_stale
+from .recovery import (
+    cancel_requests,
+    delete_dead_workers,
+    extend_locks,
+    heartbeat,
+    recover_stale,
+)
 
 __all__ = [
     "CLAIM_ORDER",
     "Failure",
     "Outcome",
+    "cancel_requests",
     "claim_and_start",
     "claimable",
     "class_path",

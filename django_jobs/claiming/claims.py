@@ -58,6 +58,9 @@ def _lock_fields(
         "last_started_at": now,
         "progress": None,
         "progress_message": "",
+        # A cancel asked of an earlier run (that ended before its worker saw it) is spent.
+        "cancel_requested_at": None,
+        "cancel_requested_by": "",
         "updated_at": now,
     }
 

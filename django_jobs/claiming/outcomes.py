@@ -38,14 +38,15 @@ def rescheduled_fields(next_run_at: Any, now: datetime, *, finished: bool) -> di
     }
 
 
-def finished_fields(job: Job, *, succeeded: bool, now: datetime) -> dict[str, Any]:
-    """Fields that end a run for good: a one-off job is done, a recurring one gets its next slot."""
+def finished_fields(job: Job, *, state: JobState, now: datetime) -> dict[str, Any]:
+    """Fields that end a run for good: a one-off job takes `state` (succeeded, failed or
+    cancelled), a recurring one gets its next slot."""
     fields = _unlocked_fields(now, finished=True)
     if job.recurring:
         fields.update(state=JobState.SCHEDULED, next_run_at=next_slot(job, now), attempts=0)
     else:
         fields.update(
-            state=JobState.SUCCEEDED if succeeded else JobState.FAILED,
+            state=state,
             next_run_at=None,
             unique_key=None,  # the key is held only while the job is pending
         )
@@ -60,6 +61,9 @@ class Failure:
     traceback: str = ""
     retry: bool = True  # False for failures a retry cannot fix (an unknown job name)
     error_class: str = ""  # import path of the exception class, e.g. "builtins.ValueError"
+    # FAILED, TIMED_OUT (retried like a failure) or CANCELLED (never retried; a one-off
+    # job ends cancelled, a recurring one waits for its next slot).
+    outcome: RunOutcome = RunOutcome.FAILED
 
 
 @dataclass
@@ -86,7 +90,7 @@ def _outcome_fields(outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
     job, failure, now = outcome.job, outcome.failure, outcome.finished_at
     assert now is not None  # finish_many() fills it in
     if failure is None:
-        fields = finished_fields(job, succeeded=True, now=now)
+        fields = finished_fields(job, state=JobState.SUCCEEDED, now=now)
         fields.update(
             result=outcome.result,
             last_error="",
@@ -97,20 +101,23 @@ def _outcome_fields(outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
         run_outcome = RunOutcome.SUCCEEDED
     else:
         retry_delay = outcome.retry_delay
-        if failure.retry and job.attempts < job.max_attempts and retry_delay is not None:
+        cancelled = failure.outcome == RunOutcome.CANCELLED
+        retry = failure.retry and not cancelled and retry_delay is not None
+        if retry and job.attempts < job.max_attempts:
             fields = rescheduled_fields(now + retry_delay, now, finished=True)
             if job.recurring:
                 # A retry never pushes a recurring job past its next regular slot.
                 fields["next_run_at"] = min(fields["next_run_at"], next_slot(job, now))
         else:
-            fields = finished_fields(job, succeeded=False, now=now)
+            final = JobState.CANCELLED if cancelled else JobState.FAILED
+            fields = finished_fields(job, state=final, now=now)
         fields.update(
             last_error=failure.error[:10000],
             last_error_class=failure.error_class[:255],
             last_traceback=failure.traceback,
             failure_count=F("failure_count") + 1,
         )
-        run_outcome = RunOutcome.FAILED
+        run_outcome = failure.outcome
     run_fields = {
         "outcome": run_outcome,
         "finished_at": now,

@@ -48,6 +48,18 @@ RECOVERY_FIELDS = (
 )
 
 
+def cancel_requests(jobs: Iterable[Job], using: str = "default") -> dict[int, str]:
+    """Of `jobs` (held by this worker), those someone asked to cancel: {id: who asked}."""
+    held = held_by(jobs)
+    if not held:
+        return {}
+    return dict(
+        Job.objects.using(using)
+        .filter(held, cancel_requested_at__isnull=False)
+        .values_list("pk", "cancel_requested_by")
+    )
+
+
 def recover_stale(using: str = "default", limit: int = 100) -> int:
     """Take back running jobs whose lock expired: record the orphaned run, retry or finish them.
 
@@ -77,7 +89,7 @@ def _recover_one(using: str, pk: int, token: str | None) -> int:
     if job.attempts < job.max_attempts:
         fields = rescheduled_fields(DbNow(), now, finished=False)
     else:
-        fields = finished_fields(job, succeeded=False, now=now)
+        fields = finished_fields(job, state=JobState.FAILED, now=now)
     # A lost worker raised nothing: clear the class of an earlier failure (as the run's).
     fields.update(
         last_error=reason,

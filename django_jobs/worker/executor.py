@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.dispatch import Signal
 
 from .. import claiming, instruments
-from ..exceptions import UnknownJob
-from ..models import Job, JobRun
+from ..conf import settings
+from ..exceptions import JobStopped, UnknownJob
+from ..models import Job, JobRun, RunOutcome
 from ..registry import JobDefinition, registry
 from ..signals import job_failed, job_started, job_succeeded
 from ..validation import check_json
+from . import isolation, stopping
 
 logger = logging.getLogger("django_jobs.worker")
 # A line per finished job (report.JOBS_LOGGER): off (WARNING) unless `runjobs -v 2` or the
@@ -44,6 +45,9 @@ class Running:
     recorded: threading.Event = field(default_factory=threading.Event)  # once it is written
     retrying: bool = False  # a failed attempt that will run again (for the worker's summary)
     watch: instruments.RunWatch | None = None  # its span and metrics, if anything observes
+    # Set at its timeout or when it is cancelled (stopping.py); "process": runs in a child.
+    stop: stopping.StopRequest = field(default_factory=stopping.StopRequest)
+    isolation: str = "thread"
     # The key in Worker._running: the job and the claim's lock token, taken when it is claimed
     # (writing the outcome clears the token on the job instance).
     key: tuple[int, str] = field(init=False)
@@ -77,7 +81,7 @@ def resolve(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:
         )
     func = definition.func
     if definition.is_async:
-        return async_to_sync(func), definition
+        return stopping.run_coroutine(func), definition
     return func, definition
 
 
@@ -106,11 +110,23 @@ def execute(entry: Running, report: Report) -> None:
             send_signal(job_failed, job=job, run=run, exception=exc, will_retry=False)
             return
         send_signal(job_started, job=job, run=run)
-        try:
-            result = func(job)
-            check_json(result, "the return value")
-        except BaseException as exc:  # see the docstring: a job cannot stop the worker
-            _failed(entry, report, definition, exc)
+        error: BaseException | None = None
+        timeout = definition.timeout_seconds() if definition else settings.DEFAULT_TIMEOUT
+        with stopping.watched(job, entry.stop, timeout):
+            try:
+                if entry.isolation == "process":
+                    result = isolation.run_in_child(job, entry.stop)
+                else:
+                    result = func(job)
+                check_json(result, "the return value")
+            except BaseException as exc:  # see the docstring: a job cannot stop the worker
+                error = exc
+            stopped = entry.stop.close()
+        if stopped:
+            _stopped(entry, report, definition, error)
+            return
+        if error is not None:
+            _failed(entry, report, definition, error)
             return
         elapsed = time.monotonic() - entry.started
         _report(entry, report, job_succeeded, result=result)
@@ -159,13 +175,61 @@ def _failed(
         elapsed,
         f"retry in {delay.total_seconds():g}s" if will_retry else "no attempts left",
     )
-    failure = claiming.Failure(
-        f"{type(exc).__name__}: {exc}",
-        "".join(traceback.format_exception(exc)),
-        error_class=claiming.class_path(exc),
-    )
+    if isinstance(exc, isolation.JobProcessError):  # raised in the job's own process
+        failure = claiming.Failure(exc.message, exc.traceback_text, error_class=exc.error_class)
+    else:
+        failure = claiming.Failure(
+            f"{type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(exc)),
+            error_class=claiming.class_path(exc),
+        )
     _report(entry, report, job_failed, failure=failure, retry_delay=delay)
     send_signal(job_failed, job=job, run=entry.run, exception=exc, will_retry=will_retry)
+
+
+def _stopped(
+    entry: Running, report: Report, definition: JobDefinition | None, error: BaseException | None
+) -> None:
+    """A run stopped at its timeout or by a cancel, however the job's code ended."""
+    job, stop = entry.job, entry.stop
+    elapsed = time.monotonic() - entry.started
+    ignored = "" if error is not None else " It did not stop when asked; its result was dropped."
+    if stop.reason == stopping.CANCEL:
+        who = f" by {stop.by}" if stop.by else ""
+        message = f"Cancelled{who} while running (after {elapsed:.3f}s).{ignored}"
+        jobs_logger.warning("Job %s: %s", job, message)
+        failure = claiming.Failure(
+            message, retry=False, error_class=JOB_STOPPED, outcome=RunOutcome.CANCELLED
+        )
+        _report(entry, report, job_failed, failure=failure)
+        return
+    will_retry = job.attempts < job.max_attempts
+    entry.retrying = will_retry
+    delay = definition.retry_delay(job.attempts) if definition else timedelta(0)
+    message = (
+        f"Timed out: still running after its timeout of {stop.timeout:g}s (stopped after "
+        f"{elapsed:.3f}s).{ignored}"
+    )
+    jobs_logger.warning(
+        "Job %s attempt %d/%d %s (%s).",
+        job,
+        job.attempts,
+        job.max_attempts,
+        message[0].lower() + message[1:],
+        f"retry in {delay.total_seconds():g}s" if will_retry else "no attempts left",
+    )
+    failure = claiming.Failure(
+        message,
+        "".join(traceback.format_exception(error)) if error is not None else "",
+        error_class=JOB_STOPPED,
+        outcome=RunOutcome.TIMED_OUT,
+    )
+    _report(entry, report, job_failed, failure=failure, retry_delay=delay)
+    exc = error if error is not None else JobStopped(message)
+    send_signal(job_failed, job=job, run=entry.run, exception=exc, will_retry=will_retry)
+
+
+JOB_STOPPED = f"{JobStopped.__module__}.{JobStopped.__qualname__}"
 
 
 def _report(entry: Running, report: Report, signal: Signal, **outcome: Any) -> None:

@@ -32,7 +32,7 @@ from ..models import Job
 from ..models import Worker as WorkerRecord
 from ..registry import registry
 from ..sync import sync_recurring
-from . import early_stop, report
+from . import early_stop, report, stopping
 from .executor import Running, execute
 from .outbox import Outbox
 
@@ -76,8 +76,10 @@ class Worker:
         grace_period: float | None = None,
         using: str | None = None,
         process: tuple[int, int] | None = None,
+        isolation: str = "thread",
     ) -> None:
         self.queues = list(queues or [])
+        self.isolation = isolation  # "thread", or "process": each job in a child process
         self.concurrency = concurrency
         self.poll_interval = settings.POLL_INTERVAL if poll_interval is None else poll_interval
         self.burst = burst
@@ -108,6 +110,7 @@ class Worker:
         self._lock = threading.Lock()
         self._wake = notify.Wakeup()
         self._beat_wake = threading.Event()
+        self._cancels_asked = threading.Event()  # a STOP notification: look for cancels now
         self._stopping = threading.Event()
         self._record: WorkerRecord | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -312,6 +315,11 @@ class Worker:
             return
         deadline = time.monotonic() + timeout
         while not listener.heard():
+            if listener.stop_heard:
+                # A running job was cancelled: the heartbeat thread looks for ours now.
+                listener.stop_heard = False
+                self._cancels_asked.set()
+                self._beat_wake.set()
             if self._wake.is_set():
                 break
             remaining = deadline - time.monotonic()
@@ -363,7 +371,7 @@ class Worker:
                 continue
             self.claimed_count += 1
             started.append(job)
-            entry = Running(job, run, lock_lifetime=self._lifetime(job))
+            entry = Running(job, run, lock_lifetime=self._lifetime(job), isolation=self.isolation)
             shortest = min(shortest, entry.lock_lifetime)
             with self._lock:
                 self._running[entry.key] = entry
@@ -455,6 +463,14 @@ class Worker:
         last = time.monotonic()
         failures = 0
         while not self._stopping.is_set():
+            if self._cancels_asked.is_set():
+                self._cancels_asked.clear()
+                try:
+                    self.stop_cancelled()
+                except Exception as exc:
+                    logger.warning(
+                        "Worker %s: cannot look for cancelled jobs (%s).", self.worker_id, exc
+                    )
             wait = last + self._beat_period() - time.monotonic()
             if wait > 0:
                 # Woken early when a job with a shorter lock starts: the period is recomputed.
@@ -490,8 +506,27 @@ class Worker:
                         self.worker_id,
                         pk,
                     )
+        self.stop_cancelled()
         claiming.recover_stale(self.using)
         claiming.delete_dead_workers(using=self.using)
+
+    def stop_cancelled(self) -> None:
+        """Stop the jobs of this worker that someone cancelled while they ran."""
+        with self._lock:
+            entries = [e for e in self._running.values() if e.outcome is None]
+        if not entries:
+            return
+        asked = claiming.cancel_requests([entry.job for entry in entries], using=self.using)
+        for entry in entries:
+            if entry.job.pk in asked and entry.stop.request(
+                stopping.CANCEL, by=asked[entry.job.pk]
+            ):
+                logger.info(
+                    "Worker %s: stopping job %s, cancelled by %s.",
+                    self.worker_id,
+                    entry.job,
+                    asked[entry.job.pk] or "someone",
+                )
 
     def _retention_loop(self) -> None:
         # Spread the purges of workers that started together.

@@ -187,3 +187,55 @@ def record_overdue(sender, job, alert, reason, **kwargs):
     if path:
         with open(path, "a") as out:
             out.write(f"{os.getpid()} {job.pk} {job.next_run_at.isoformat()} {reason}\n")
+
+
+# Timeouts and cancelling a running job (test_timeouts.py)
+
+
+@job("cooperative-timeout", timeout=1, max_attempts=2, backoff=0.01, backoff_jitter=0)
+def cooperative_timeout(j):
+    """Work in small steps, looking at stop_requested, as the docs tell sync jobs to."""
+    _record(j)
+    while True:
+        j.check_stop()
+        time.sleep(0.02)
+
+
+@job("ignores-timeout", timeout=0.5, max_attempts=1)
+def ignores_timeout(j):
+    """Never looks: runs to its end, past its timeout."""
+    time.sleep(float(j.data.get("seconds", 1.5)))
+    _record(j)
+    return "late"
+
+
+@job("async-timeout", timeout=0.5, max_attempts=1)
+async def async_timeout(j):
+    import asyncio
+
+    await asyncio.sleep(30)
+
+
+@job("hard-timeout", timeout=1, max_attempts=1)
+def hard_timeout(j):
+    """Stops only when killed: under --isolation process it is, at its timeout."""
+    _record(j)
+    time.sleep(30)
+
+
+@job("until-cancelled", max_attempts=3)
+def until_cancelled(j):
+    """Run until cancelled, looking every 20 ms (or, with data["ignore"], never looking)."""
+    _record(j)
+    deadline = time.monotonic() + float(j.data.get("seconds", 30))
+    while time.monotonic() < deadline:
+        if not j.data.get("ignore") and j.stop_requested:
+            return "stopped"
+        time.sleep(0.02)
+    return "ran to the end"
+
+
+@job("fails-in-process", max_attempts=1)
+def fails_in_process(j):
+    _record(j)
+    raise ValueError(f"failed in process {os.getpid()}")

@@ -118,6 +118,17 @@ class Command(BaseCommand):
             help=f"Seconds jobs get to finish on SIGTERM (default {settings.GRACE_PERIOD}).",
         )
         parser.add_argument(
+            "--isolation",
+            choices=["thread", "process"],
+            default="thread",
+            help=(
+                "thread (default): jobs run on the worker's threads; a job past its timeout "
+                "or cancelled is asked to stop (async jobs are cancelled). process: each job "
+                "runs in a child process, killed at its timeout or when cancelled "
+                "(docs/controls.md)."
+            ),
+        )
+        parser.add_argument(
             "--metrics-port",
             type=CHECKED_OPTIONS["metrics_port"],
             default=None,
@@ -173,6 +184,7 @@ class Command(BaseCommand):
             "worker_id": worker_id,
             "lock_lifetime": options["lock_lifetime"],
             "grace_period": options["grace_period"],
+            "isolation": options.get("isolation") or "thread",
         }
         if early_stop.requested():
             # Stopped while starting: nothing was claimed, so there is nothing to hand back.
