@@ -141,11 +141,14 @@ def enable_worker(registry: Any = None) -> WorkerMetrics:
 class DatabaseCollector(Collector):  # type: ignore[misc,valid-type]
     """Gauges counted by the database at scrape time, reused for METRICS_CACHE seconds."""
 
-    def __init__(self, using: str | None = None, lock: Any = None) -> None:
+    def __init__(self, using: str | None = None, lock: Any = None, close: bool = True) -> None:
         self.using = using
         # Held while counting: the cluster supervisor takes it before it forks, so a child
         # never inherits a connection that this thread has open.
         self.lock = lock
+        # A scrape thread of runjobs keeps no connection between scrapes; a request of the
+        # web process keeps its own (Django closes it, and it may be inside a transaction).
+        self.close = close
         self._cache: list[Any] = []
         self._counted_at = -1e9
         self._mutex = threading.Lock()
@@ -164,8 +167,8 @@ class DatabaseCollector(Collector):  # type: ignore[misc,valid-type]
             try:
                 return _database_families(using)
             finally:
-                # A scrape thread keeps no connection between scrapes.
-                connections[using].close()
+                if self.close:
+                    connections[using].close()
 
 
 def _database_families(using: str) -> list[Any]:
@@ -212,7 +215,7 @@ def database_registry(using: str | None = None) -> Any:
     """A registry of the database's counts alone (what metrics_view serves)."""
     require()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(using))
+    registry.register(DatabaseCollector(using, close=False))
     return registry
 
 
