@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Min, Q, QuerySet
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..conf import settings
@@ -124,20 +125,29 @@ def queue_rows(using: str, now: datetime | None = None) -> list[QueueRow]:
             key: capped_count(jobs.filter(_queue_condition(key, queue))) for key in QUEUE_STATES
         }
         if row.counts["due"]:
+            # MIN of an expression: PostgreSQL would answer MIN(next_run_at) by walking the
+            # next_run_at index from its oldest entry, across every finished job (300 ms at
+            # a million jobs), instead of the queue's range of the claim index (3 ms).
             row.oldest_due_at = jobs.filter(_queue_condition("due", queue)).aggregate(
-                at=Min("next_run_at")
+                at=Min(Coalesce("next_run_at", DbNow()))
             )["at"]
+    # Each run's queue by a lookup of its job's primary key: a join made PostgreSQL hash
+    # every job (a scan of the table, 250 ms at a million jobs) for the hour's 12,000 runs.
+    queue_of_job = Subquery(
+        Job.objects.using(using).filter(pk=OuterRef("job_id")).order_by().values("queue")[:1]
+    )
     for group in (
         JobRun.objects.using(using)
         .filter(started_at__gte=now - THROUGHPUT_SPAN, job__isnull=False)
         .order_by()
-        .values("job__queue")
+        .annotate(job_queue=queue_of_job)
+        .values("job_queue")
         .annotate(
             runs=Count("pk"),
             failed=Count("pk", filter=Q(outcome__in=FAILED_OUTCOMES)),
         )
     ):
-        found = rows.get(group["job__queue"])
+        found = rows.get(group["job_queue"])
         if found is not None:
             found.runs, found.failed_runs = group["runs"], group["failed"]
     return list(rows.values())
