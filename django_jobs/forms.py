@@ -27,8 +27,10 @@ from .validation import (
     MAX_JSON_DEPTH,
     MAX_JSON_INT,
     MAX_PRIORITY,
+    MAX_WHEN,
     MIN_JSON_INT,
     MIN_PRIORITY,
+    MIN_WHEN,
     QUEUE_MAX_LENGTH,
     check_json,
     check_json_text,
@@ -48,7 +50,11 @@ TIMEZONE_HELP = _('The IANA timezone the schedule runs in, such as "Europe/Paris
 
 
 def parse_admin_when(value: str) -> datetime:
-    """parse_when(), plus a date and time without an offset, taken in the current timezone."""
+    """parse_when(), plus a date and time without an offset, taken in the current timezone.
+
+    Its errors speak of what can be typed in the form, never of Python types (the API's
+    "an aware datetime, a timedelta") or of raw ISO instants.
+    """
     now = timezone.now()
     try:
         return parse_when(value, now=now)
@@ -58,11 +64,33 @@ def parse_admin_when(value: str) -> datetime:
         except ValueError:
             naive = None
         if naive is None or timezone.is_aware(naive):
-            raise ValidationError(str(exc), code="invalid") from exc
+            raise _when_error(value, exc) from exc
     try:
         return check_when(timezone.make_aware(naive), value=value)
-    except JobsError as exc:
-        raise ValidationError(str(exc), code="invalid") from exc
+    except (JobsError, OverflowError, ValueError) as exc:
+        raise _when_error(value, exc) from exc
+
+
+def _when_error(value: str, exc: BaseException) -> ValidationError:
+    """The form's error for a "when" it cannot use: out of range, or not understood."""
+    if isinstance(exc, JobsError) and "outside the times" not in str(exc):
+        return ValidationError(
+            _('Cannot understand "%(value)s". Enter %(forms)s'),
+            code="invalid",
+            params={"value": value[:100], "forms": WHEN_HELP},
+        )
+    return ValidationError(
+        _(
+            '"%(value)s" is outside the times a job can be scheduled for, %(first)s to '
+            "%(last)s (UTC); pick a time in that range."
+        ),
+        code="invalid",
+        params={
+            "value": value[:100],
+            "first": MIN_WHEN.date().isoformat(),
+            "last": MAX_WHEN.date().isoformat(),
+        },
+    )
 
 
 class DataField(forms.JSONField):

@@ -98,7 +98,7 @@ def test_success_message(admin_client: Client) -> None:
         ({"name": ""}, "name", "This field is required."),
         ({"data": "{'a': 1}"}, "data", "Enter a valid JSON."),
         ({"data": '{"a": NaN}'}, "data", "data['a'] is nan, which JSON cannot store."),
-        ({"when": "next tuesday"}, "when", "Cannot understand when='next tuesday'."),
+        ({"when": "next tuesday"}, "when", 'Cannot understand "next tuesday".'),
         ({"when": ""}, "when", "This field is required."),
         ({"priority": "101"}, "priority", "less than or equal to 100"),
         ({"priority": "high"}, "priority", "Enter a whole number."),

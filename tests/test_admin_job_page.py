@@ -106,11 +106,11 @@ def test_upcoming_runs_mark_the_dst_change_in_the_jobs_timezone() -> None:
     assert upcoming is not None
     rows = upcoming["runs"]
     assert [row["local_text"] for row in rows] == [
-        "Fri 2026-03-27 03:00 CET",
-        "Sat 2026-03-28 03:00 CET",
-        "Sun 2026-03-29 03:00 CEST",
-        "Mon 2026-03-30 03:00 CEST",
-        "Tue 2026-03-31 03:00 CEST",
+        "Fri 2026-03-27 03:00:00 CET",
+        "Sat 2026-03-28 03:00:00 CET",
+        "Sun 2026-03-29 03:00:00 CEST",
+        "Mon 2026-03-30 03:00:00 CEST",
+        "Tue 2026-03-31 03:00:00 CEST",
     ]
     assert [row["dst_change"] for row in rows] == [False, False, True, False, False]
     assert (rows[2]["from_offset"], rows[2]["offset"]) == ("UTC+01:00", "UTC+02:00")

@@ -90,9 +90,9 @@ def test_reschedule_a_failed_job_resets_its_attempts(admin_client: Client) -> No
     ("when", "error"),
     [
         ("", "This field is required."),
-        ("tomorrow", "Cannot understand when='tomorrow'."),
-        ("in 3 fortnights", "Cannot understand when='in 3 fortnights'."),
-        ("2030-02-30 09:00", "Cannot understand when='2030-02-30 09:00'."),
+        ("tomorrow", 'Cannot understand "tomorrow".'),
+        ("in 3 fortnights", 'Cannot understand "in 3 fortnights".'),
+        ("2030-02-30 09:00", 'Cannot understand "2030-02-30 09:00".'),
     ],
 )
 def test_bad_time_is_a_clear_error_and_changes_nothing(
@@ -256,7 +256,7 @@ def test_bulk_reschedule_with_bad_input_shows_the_form_again(admin_client: Clien
     del data["index"]
     response = admin_client.post(changelist_url(), data)
     assert response.status_code == 200
-    assert "Cannot understand when='soonish'." in errors_of(response)["when"][0]
+    assert 'Cannot understand "soonish".' in errors_of(response)["when"][0]
     assert Job.objects.get(pk=a.pk).next_run_at == a.next_run_at
 
 

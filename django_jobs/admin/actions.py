@@ -17,6 +17,9 @@ from django.contrib import messages
 from django.contrib.admin.models import DELETION, LogEntry
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
@@ -51,6 +54,7 @@ class JobAction:
 def _run_now(job: Job) -> str:
     created = job.run_now()
     if created.pk != job.pk:
+        job.one_off_copy = created  # type: ignore[attr-defined]  # for apply(): its log, its link
         return f"Ran now as one-off job #{created.pk}; the schedule is unchanged."
     return "Ran now."
 
@@ -168,12 +172,27 @@ def apply(
         else:
             model_admin.log_change(request, job, log_message)
             changed += 1
+            copy = getattr(job, "one_off_copy", None)
+            if copy is not None:
+                report_copy(model_admin, request, job, copy)
     if changed:
         messages.success(request, action.done(changed) % {"count": changed})
     if skipped and action.skipped is not None:
         messages.info(request, action.skipped(skipped) % {"count": skipped})
     report_errors(request, errors)
     return changed
+
+
+def report_copy(model_admin: JobAdmin, request: HttpRequest, job: Job, copy: Job) -> None:
+    """Run now on a recurring job made a one-off copy: log its creation, and link to it."""
+    model_admin.log_addition(request, copy, f"Created by Run now of recurring job #{job.pk}.")
+    url = reverse(
+        f"{model_admin.admin_site.name}:{copy._meta.app_label}_{copy._meta.model_name}_change",
+        args=[copy.pk],
+    )
+    text = _("%(job)s runs now as the one-off job %(link)s; its schedule is unchanged.")
+    link = format_html('<a href="{}">{}</a>', url, copy)
+    messages.success(request, mark_safe(text % {"job": conditional_escape(str(job)), "link": link}))
 
 
 def unreadable(job: Job, exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.formats import date_format, number_format
+from django.utils.formats import date_format, number_format, time_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
@@ -38,6 +38,12 @@ STATE_LABELS = {
     "recurring": gettext_lazy("recurring"),
     "disabled": gettext_lazy("disabled"),
 }
+# The state filter offers one more: jobs waiting for their retry (also scheduled or due).
+FILTER_LABELS = {
+    **dict(list(STATE_LABELS.items())[:2]),
+    "retrying": gettext_lazy("retrying"),
+    **dict(list(STATE_LABELS.items())[2:]),
+}
 
 
 def state_q(key: str) -> Q:
@@ -51,12 +57,46 @@ def state_q(key: str) -> Q:
         return ~Q(schedule="")
     if key == "disabled":
         return Q(enabled=False)
+    if key == "retrying":
+        return Q(state=JobState.SCHEDULED, attempts__gt=0)
     return Q(state=key)
 
 
+def is_retrying(job: Job) -> bool:
+    """Whether the job waits for another attempt after a failed (or orphaned) one.
+
+    A worker claims a job by adding one to its attempts; a success, a final failure, a
+    retry from the admin and a run-now of a finished job set them back to 0. So a waiting
+    job with attempts made is waiting for its retry.
+    """
+    return job.state == JobState.SCHEDULED and job.attempts > 0
+
+
 def display_state(job: Job) -> str:
-    """The state shown on a badge: "due" for a waiting job whose time has come."""
+    """The state shown on a badge: "retrying" for a job waiting for its next attempt, "due"
+    for a waiting job whose time has come."""
+    if is_retrying(job):
+        return "retrying"
     return "due" if job.is_due else str(job.state)
+
+
+def retry_text(job: Job, now: datetime | None = None) -> str:
+    """ "attempt 2 of 3, next try in 40 s" for a job waiting for its retry."""
+    attempt = {"attempt": job.attempts + 1, "max": max(job.max_attempts, job.attempts + 1)}
+    if not job.enabled:
+        return _("attempt %(attempt)d of %(max)d, not while disabled") % attempt
+    if job.next_run_at is None:
+        return _("attempt %(attempt)d of %(max)d") % attempt
+    try:
+        wait = job.next_run_at - (now or timezone.now())
+    except OverflowError:
+        wait = timedelta.max
+    if wait <= timedelta(0):
+        return _("attempt %(attempt)d of %(max)d, due now") % attempt
+    return _("attempt %(attempt)d of %(max)d, next try in %(wait)s") % {
+        **attempt,
+        "wait": format_duration(timedelta(seconds=math.ceil(wait.total_seconds()))),
+    }
 
 
 def badge(key: str, label: Any) -> SafeString:
@@ -66,11 +106,14 @@ def badge(key: str, label: Any) -> SafeString:
 
 def state_badges(job: Job) -> SafeString:
     key = display_state(job)
-    label = STATE_LABELS.get(key) or job.get_state_display()
+    label = FILTER_LABELS.get(key) or job.get_state_display()
     badges = [badge(key, label)]
     if not job.enabled:
         badges.append(badge("disabled", STATE_LABELS["disabled"]))
-    return format_html_join(" ", "{}", ((b,) for b in badges))
+    shown = format_html_join(" ", "{}", ((b,) for b in badges))
+    if key == "retrying":
+        return format_html('{} <span class="djj-note">{}</span>', shown, retry_text(job))
+    return shown
 
 
 def count_text(count: int) -> str:
@@ -93,14 +136,17 @@ def utc_text(value: datetime) -> str:
 
 
 def exact_time(value: datetime) -> str:
-    """The instant in the active timezone, with the timezone's abbreviation.
+    """The instant in the active timezone, to the second, with the timezone's abbreviation:
+    "Nov. 30, 2026, 13:31:05 CET".
 
     Near year 1 and year 9999 the local time may fall outside the calendar Python knows
     (OverflowError): the instant is then shown in UTC, where the database stored it.
     """
     try:
         local = timezone.localtime(value)
-        return f"{date_format(local, 'DATETIME_FORMAT')} {local.tzname()}"
+        return (
+            f"{date_format(local, 'DATE_FORMAT')}, {time_format(local, 'H:i:s')} {local.tzname()}"
+        )
     except (OverflowError, ValueError):
         return utc_text(value)
 
@@ -126,11 +172,22 @@ def relative_time(value: datetime | None, now: datetime | None = None) -> SafeSt
     """A relative time with the exact time on hover."""
     if value is None:
         return EMPTY
+    return _time_element(value, relative_text(value, now))
+
+
+def next_run_time(job: Job, now: datetime | None = None) -> SafeString | str:
+    """When a job runs next: "in 5 minutes"; a disabled job never runs, whatever its time says."""
+    if job.next_run_at is None:
+        return EMPTY
+    if not job.enabled:
+        return _time_element(job.next_run_at, _("not while disabled"))
+    return relative_time(job.next_run_at, now)
+
+
+def _time_element(value: datetime, text: str) -> SafeString:
+    """Text about an instant, with the exact instant on hover."""
     return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
-        value.isoformat(),
-        exact_time(value),
-        relative_text(value, now),
+        '<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact_time(value), text
     )
 
 

@@ -19,7 +19,7 @@ from ..conf import settings
 from ..registry import registry
 from ..states import RunOutcome
 from .changelist import storable
-from .display import STATE_LABELS, state_q
+from .display import FILTER_LABELS, state_q
 from .queues import job_names, job_queues, registered_queues, run_names
 
 
@@ -28,11 +28,11 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return list(STATE_LABELS.items())
+        return list(FILTER_LABELS.items())
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        if value in STATE_LABELS:
+        if value in FILTER_LABELS:
             return queryset.filter(state_q(value))
         return queryset
 

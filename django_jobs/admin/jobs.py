@@ -169,7 +169,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
     def next_run(self, job: Job) -> SafeString | str:
         if job.state == JobState.RUNNING and not job.recurring:
             return display.EMPTY
-        return display.relative_time(job.next_run_at)
+        return display.next_run_time(job)
 
     @admin.display(description=gettext_lazy("last run"))
     def last_run(self, job: Job) -> SafeString | str:
@@ -464,7 +464,7 @@ def upcoming_runs(job: Job, now: datetime | None = None) -> dict[str, Any] | Non
     for run, dst_change in runs:
         offset = _offset(run, tz)
         try:
-            local_text = run.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z")
+            local_text = run.astimezone(tz).strftime("%a %Y-%m-%d %H:%M:%S %Z")
         except (OverflowError, ValueError):
             local_text = display.utc_text(run)  # the zone's wall clock is past the calendar
         rows.append(
