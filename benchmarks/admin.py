@@ -54,7 +54,16 @@ NAMES = [
     "backup-db",
 ]
 QUEUES = ["default", "emails", "images", "billing", "reports"]
-STATES = ["scheduled", "due", "running", "succeeded", "failed", "recurring", "disabled"]
+STATES = [
+    "scheduled",
+    "due",
+    "retrying",
+    "running",
+    "succeeded",
+    "failed",
+    "recurring",
+    "disabled",
+]
 RUN_SPAN = 7 * 24 * 3600  # seconds: runs are spread over the last 7 days
 
 

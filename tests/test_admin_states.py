@@ -189,3 +189,11 @@ def test_a_job_name_in_the_run_now_message_is_escaped(admin_client: Client) -> N
     response = admin_client.post(action_url(recurring, "run_now"), follow=True)
     html = response.content.decode()
     assert "&lt;b&gt;x&lt;/b&gt; #" in html and "<b>x</b>" not in html
+
+
+def test_the_charts_times_name_their_zone(admin_client: Client) -> None:
+    html = admin_client.get("/admin/django_jobs/job/overview/").content.decode()
+    assert "Times in UTC." in html
+    with timezone.override("Asia/Kolkata"):
+        html = admin_client.get("/admin/django_jobs/job/overview/").content.decode()
+    assert "Times in IST." in html

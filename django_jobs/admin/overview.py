@@ -176,6 +176,7 @@ class Chart:
     total_runs: int = 0
     total_failures: int = 0
     summary: str = ""
+    timezone: str = ""  # the zone of the axis' times
 
 
 def nice_ceiling(value: int) -> int:
@@ -223,6 +224,8 @@ def build_chart(buckets: list[Bucket], range_key: str) -> Chart:
         chart.total_runs += bucket.runs
         chart.total_failures += bucket.failures
     chart.grid = [(round(bottom - v * scale, 1), v) for v in sorted({0, peak // 2, peak})]
+    if buckets:
+        chart.timezone = timezone.localtime(buckets[-1].end).tzname() or ""
     chart.summary = ngettext(
         "%(runs)d run, %(failures)d failed, %(range)s.",
         "%(runs)d runs, %(failures)d failed, %(range)s.",
