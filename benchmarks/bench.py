@@ -11,6 +11,8 @@ Workloads (docs/performance.md says what each measures and why):
   w3       50 jobs scheduled for exact future instants: start minus due time
   w4       the time of one claim (batch of 10) with 10,000 and 1,000,000 jobs pending
   enqueue  schedule() one at a time, and schedule_many() in batches of 1,000
+  isolation  drain 1,000 no-op jobs with `runjobs --isolation thread` and `process`: jobs/s,
+           CPU per job, and the memory of the worker with its children (docs/controls.md)
 
 The database is the benchmark's own: its name must start with "bench" (it is emptied at
 every workload), and the script creates it if needed.
@@ -41,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import cpu_model, ms, pct, wait_until  # noqa: E402
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue")
+WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue", "isolation")
 Row = tuple[str, str, str]  # workload, metric, value
 
 
@@ -243,6 +245,75 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
                 f"{max(machine_seconds - worker_seconds, 0) / jobs * 1e6:.0f} µs"
             ),
         )
+
+
+def tree_memory(root: int) -> int:
+    """Proportional set size (bytes) of process `root` and all its descendants, from /proc:
+    pages shared by forked children count once in all, not once per process as in RSS."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue  # it ended meanwhile
+    return total
+
+
+def isolation(jobs: int = 1000, concurrency: int = 4) -> Iterator[Row]:
+    """Drain `jobs` no-op jobs in each isolation mode; the memory of the worker's process
+    tree is sampled every 50 ms while it runs."""
+    import threading
+
+    from django_jobs.models import Job, JobState
+
+    for mode in ("thread", "process"):
+        reset()
+        fill(jobs)
+        before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        worker = Runjobs("--burst", "--concurrency", str(concurrency), "--isolation", mode)
+        peak = [0]
+        done = threading.Event()
+
+        def sample(pid: int, peak: list[int], done: threading.Event) -> None:
+            while not done.wait(0.05):
+                peak[0] = max(peak[0], tree_memory(pid))
+
+        sampler = threading.Thread(target=sample, args=(worker.proc.pid, peak, done), daemon=True)
+        sampler.start()
+        code = worker.wait()
+        done.set()
+        sampler.join()
+        wall = time.time() - worker.started
+        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if code != 0 or Job.objects.filter(state=JobState.SUCCEEDED).count() != jobs:
+            raise RuntimeError(f"the {mode} drain failed; see bench-runjobs.log")
+        cpu = (after_children.ru_utime + after_children.ru_stime) - (
+            before_children.ru_utime + before_children.ru_stime
+        )
+        name = f"isolation {mode}, {jobs:,} no-op jobs, --concurrency {concurrency}"
+        yield name, "jobs/s (launch to exit)", f"{jobs / wall:,.0f}"
+        yield name, "CPU per job (runjobs and its children)", f"{cpu / jobs * 1e3:.2f} ms"
+        yield name, "peak memory (PSS) of runjobs and its children", f"{peak[0] / 2**20:,.0f} MiB"
 
 
 def w2_with_floor() -> Iterator[Row]:
@@ -535,6 +606,7 @@ def main() -> None:
         "w3": w3,
         "w4": w4,
         "enqueue": enqueue,
+        "isolation": isolation,
     }
     print("\n| workload | metric | value |\n|---|---|---|", flush=True)
     with quiet_logs():
