@@ -53,7 +53,7 @@ def main(row: tuple[str, list[str], list[Any]], sender: Any) -> None:
         from .worker.stopping import TIMEOUT, StopRequest
 
         stop = StopRequest()
-        job._stop = stop
+        job._stop = stop  # type: ignore[attr-defined]  # read by Job.stop_requested
 
         def stopped(signum: int, frame: Any) -> None:
             stop.request(TIMEOUT)  # job.stop_requested turns true for code that looks

@@ -36,7 +36,7 @@ ACTION_LIMIT = 1000  # jobs one action may change; more are refused, so a reques
 ERRORS_SHOWN = 10  # refusals reported one by one; the rest are summed up
 # The buttons of the job page and the bulk actions of the list, in their order; each is an
 # action of states.ACTIONS (reschedule also covers a recurring job's change_schedule).
-BUTTONS = ("run_now", "retry", "reschedule", "disable", "enable", "cancel")
+BUTTONS = ("run_now", "retry", "reschedule", "disable", "enable", "cancel", "cancel_running")
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,15 @@ class JobAction:
 
     name: str  # its name in states.ACTIONS, which gives its permission
     label: Any  # a lazy translation
-    change: Callable[[Job], str]  # calls the model method; returns the log message
+    # Calls the model method with the job and the user name of who asked (for the actions
+    # that record it); returns the log message.
+    change: Callable[[Job, str], str]
     done: Callable[[int], str]  # the success message for n jobs
     skip: Callable[[Job], bool] | None = None  # jobs already as wanted: not touched
     skipped: Callable[[int], str] | None = None  # the message for n skipped jobs
 
 
-def _run_now(job: Job) -> str:
+def _run_now(job: Job, by: str) -> str:
     created = job.run_now()
     if created.pk != job.pk:
         job.one_off_copy = created  # type: ignore[attr-defined]  # for apply(): its log, its link
@@ -59,19 +61,24 @@ def _run_now(job: Job) -> str:
     return "Ran now."
 
 
-def _retry(job: Job) -> str:
+def _retry(job: Job, by: str) -> str:
     job.retry()
     return "Retried."
 
 
-def _disable(job: Job) -> str:
+def _disable(job: Job, by: str) -> str:
     job.disable()
     return "Disabled."
 
 
-def _enable(job: Job) -> str:
+def _enable(job: Job, by: str) -> str:
     job.enable()
     return "Enabled."
+
+
+def _cancel_running(job: Job, by: str) -> str:
+    job.cancel_running(by=by)
+    return "Asked its worker to stop it (cancel run)."
 
 
 ACTIONS: dict[str, JobAction] = {
@@ -111,6 +118,18 @@ ACTIONS: dict[str, JobAction] = {
                 "%(count)d job was already enabled.", "%(count)d jobs were already enabled.", n
             ),
         ),
+        JobAction(
+            "cancel_running",
+            gettext_lazy("Cancel run"),
+            _cancel_running,
+            lambda n: ngettext(
+                "Asked the worker to stop %(count)d running job; its run is recorded as "
+                "cancelled when it stops.",
+                "Asked the workers to stop %(count)d running jobs; each run is recorded as "
+                "cancelled when it stops.",
+                n,
+            ),
+        ),
     ]
 }
 
@@ -125,7 +144,7 @@ def reschedule_action(form: RescheduleForm) -> JobAction:
     return JobAction(
         reschedule_rule(form),
         gettext_lazy("Reschedule"),
-        form.apply,
+        lambda job, by: form.apply(job),
         lambda n: ngettext("Rescheduled %(count)d job.", "Rescheduled %(count)d jobs.", n),
     )
 
@@ -160,7 +179,7 @@ def apply(
             skipped += 1
             continue
         try:
-            log_message = action.change(job)
+            log_message = action.change(job, request.user.get_username())
         except Job.DoesNotExist:
             errors.append(_("Job #%(id)s no longer exists.") % {"id": job.pk})
         except JobsError as exc:
