@@ -1,8 +1,8 @@
 """What a run reports to the metrics and to tracing: one hook when it starts, one when it ends.
 
 The executor calls `watch()` for every run; with neither prometheus_client exporting
-(`runjobs --metrics-port`) nor OpenTelemetry installed, that is two None checks and the run
-carries no watcher.
+(`runjobs --metrics-port`) nor an OpenTelemetry tracer provider set, that is a few checks
+and the run carries no watcher.
 """
 
 from __future__ import annotations
@@ -19,9 +19,14 @@ logger = logging.getLogger("django_jobs.worker")
 class RunWatch:
     """The span and the metrics of one run."""
 
-    def __init__(self, job: Any, started: float, recorder: metrics.WorkerMetrics | None) -> None:
-        self.job, self.started, self.recorder = job, started, recorder
-        self.span = tracing.start_run(job)
+    def __init__(
+        self,
+        job: Any,
+        started: float,
+        recorder: metrics.WorkerMetrics | None,
+        span: tracing.RunSpan | None,
+    ) -> None:
+        self.job, self.started, self.recorder, self.span = job, started, recorder, span
 
     def ended(self, outcome: Any) -> None:
         """Record the end of the run (a claiming.Outcome), before it is written."""
@@ -61,10 +66,11 @@ class RunWatch:
 def watch(job: Any, started: float) -> RunWatch | None:
     """A watcher for a run starting now on this thread, or None when nothing observes runs."""
     recorder = metrics.worker_metrics()
-    if recorder is None and not tracing.ENABLED:
-        return None
     try:
-        return RunWatch(job, started, recorder)
-    except Exception:  # the job runs, unobserved, rather than not at all
+        span = tracing.start_run(job) if tracing.ENABLED else None
+    except Exception:  # the job runs without its span rather than not at all
         logger.exception("Could not start the span of job %s.", job)
+        span = None
+    if recorder is None and span is None:
         return None
+    return RunWatch(job, started, recorder, span)

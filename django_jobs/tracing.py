@@ -111,7 +111,14 @@ class RunSpan:
 
 
 def start_run(job: Any) -> RunSpan | None:
-    """The span of a run starting on this thread, or None without OpenTelemetry."""
-    if trace is None:
+    """The span of a run starting on this thread, or None when no span would be recorded.
+
+    None without OpenTelemetry, and while no tracer provider is set (the API alone, as a
+    dependency of another package, records nothing): a run then costs no span at all.
+    """
+    if trace is None or isinstance(trace.get_tracer_provider(), _NOT_RECORDING):
         return None
     return RunSpan(job)
+
+
+_NOT_RECORDING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider) if trace is not None else ()

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from django.core.checks import run_checks
 from django.test import override_settings
 from django.utils import timezone
 
 from django_jobs import alerts, job
+from django_jobs.checks import check_retention_and_notify, check_settings
 from django_jobs.exceptions import InvalidJobDefinition
 from django_jobs.models import Job, JobRun, JobState, RunOutcome
 from django_jobs.registry import registry
@@ -186,14 +186,14 @@ def test_late_after_is_validated_where_it_is_declared():
 )
 def test_bad_alert_and_metrics_settings_are_reported(settings, message):
     with override_settings(DJANGO_JOBS=settings):
-        errors = [e for e in run_checks() if e.id.startswith("django_jobs.E")]
+        errors = check_settings() + check_retention_and_notify()
     assert [e.msg for e in errors] == [message]
     assert errors[0].hint
 
 
 def test_none_turns_the_alerts_off_without_an_error():
     with override_settings(DJANGO_JOBS={"LATE_AFTER": None, "ALERT_AFTER_FAILURES": None}):
-        assert not [e for e in run_checks() if e.id.startswith("django_jobs.E")]
+        assert check_settings() + check_retention_and_notify() == []
 
 
 # job_overdue

@@ -143,3 +143,28 @@ def test_a_real_worker_continues_the_trace(tracer, spans, start_worker, worker_e
         assert event["name"] == "exception"
         assert event["attributes"]["exception.type"] == "builtins.ValueError"
         assert "broken" in event["attributes"]["exception.message"]
+
+
+def test_without_a_tracer_provider_no_span_is_made(worker_env):
+    """The API alone (a dependency of some other package) records nothing: no span is made."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "import django; django.setup()\n"
+        "from django_jobs import tracing\n"
+        "from django_jobs.models import Job\n"
+        "print(tracing.ENABLED, tracing.start_run(Job(pk=1, name='record')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=worker_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "None"]
