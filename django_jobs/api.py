@@ -13,6 +13,7 @@ from .db import DbNow, write_transaction
 from .exceptions import InvalidOption, JobNotFound, JobStateError
 from .models import Job, JobState
 from .notify import ask_to_stop
+from .recurring import declared_keys
 from .registry import registry
 from .schedules import parse_when
 from .states import allowed_states
@@ -127,7 +128,9 @@ def cancel(
     unless `running=True`: then their workers are asked to stop them too (counted as well),
     and each run is recorded as cancelled, with `by` as who asked (docs/controls.md).
 
-    Pass a job (or its id), a unique_key, or a name (every waiting job of that name). A job
+    Pass a job (or its id), a unique_key, or a name (every waiting job of that name). A
+    recurring job the code declares is never cancelled, since the next worker start would add
+    it again: by name or key it is skipped, by itself it raises JobStateError (disable it). A job
     passed by itself that is running (without running=True) or finished raises
     JobStateError; an id that no job has raises JobNotFound (a LookupError). An id is a whole
     number: a float, a string or bytes raise InvalidOption.
@@ -165,7 +168,10 @@ def cancel(
     cancellable = list(
         allowed_states("cancel", recurring=False) | allowed_states("cancel", recurring=True)
     )
-    waiting = Job.objects.using(db).filter(state__in=cancellable)
+    # A recurring job the code declares would come back at the next worker start: it stays.
+    waiting = (
+        Job.objects.using(db).filter(state__in=cancellable).exclude(unique_key__in=declared_keys())
+    )
     if unique_key is not None:
         waiting = waiting.filter(unique_key=unique_key)
     if name is not None:

@@ -26,6 +26,8 @@ from .exceptions import InvalidSchedule, JobStateError, JobStopped
 from .notify import ask_to_stop, wake_workers
 from .recurring import (  # noqa: F401  (the prefix is re-exported with the models)
     RECURRING_KEY_PREFIX,
+    declared_in_code,
+    declared_refusal,
     first_run,
     owned_by_code,
 )
@@ -425,8 +427,16 @@ class Job(models.Model):
         ask_to_stop(self._state.db or "default")
         return self
 
+    @property
+    def declared_in_code(self) -> bool:
+        """The row of a recurring job the code declares: it can be disabled, not cancelled."""
+        return declared_in_code(self.name, self.unique_key)
+
     def cancel(self) -> None:
-        """Delete a job that is waiting to run; a running job cannot be cancelled."""
+        """Delete a job that is waiting to run. A running job is not (see cancel_running), nor
+        a recurring job the code declares (see recurring.declared_in_code)."""
+        if self.declared_in_code:
+            raise JobStateError(declared_refusal(str(self)))
         with write_transaction(self._state.db or "default"):
             # Flip the state first: a worker's claim can no longer take the row once it is
             # cancelled, so the delete below never removes a job that started meanwhile.

@@ -68,6 +68,32 @@ def owned_by_code(
     )
 
 
+def declared_in_code(name: str, unique_key: str | None, definitions: Registry = registry) -> bool:
+    """True for the row of a recurring job the code declares: every worker start adds it
+    again (sync.py), so it can be disabled (that lasts), never cancelled (that would not)."""
+    definition = definitions.get(name)
+    return (
+        definition is not None
+        and definition.schedule is not None
+        and unique_key == recurring_key(name)
+    )
+
+
+def declared_keys(definitions: Registry = registry) -> list[str]:
+    """The unique keys of every recurring row the code declares (see declared_in_code)."""
+    return [recurring_key(d.name) for d in definitions.recurring()]
+
+
+def declared_refusal(job_text: str) -> str:
+    """Why a recurring job declared in code is not cancelled, and what to do instead."""
+    return (
+        f"Recurring job {job_text} is declared in the code (@job(..., schedule=...)), so "
+        "cancelling it would last only until the next worker starts and adds it again. "
+        "Disable it instead (that lasts across restarts), or remove its schedule from the "
+        "code: its row is then disabled, and can be cancelled."
+    )
+
+
 def removed_note(name: str) -> str:
     return (
         f"Disabled when a worker started: the code no longer declares a recurring job named "

@@ -244,7 +244,7 @@ def cancel_jobs(request: HttpRequest, jobs: Iterable[Job]) -> int:
         except Job.DoesNotExist:
             errors.append(_("Job #%(id)s no longer exists.") % {"id": job.pk})
         except JobStateError as exc:
-            errors.append(f"{exc} {cancel_hint(job)}")
+            errors.append(str(exc) if job.declared_in_code else f"{exc} {cancel_hint(job)}")
         except JobsError as exc:
             errors.append(str(exc))
         except (RecursionError, ValueError) as exc:
@@ -271,8 +271,8 @@ def cancel_hint(job: Job) -> str:
     hint = _("Only %(states)s jobs can be cancelled.") % {"states": cancel_states(job.recurring)}
     if job.state == JobState.RUNNING:
         hint += " " + _(
-            "A running job is not interrupted (Python cannot stop a thread); disable "
-            "it to stop its later runs, or wait for it to finish."
+            "To stop a running job, use Cancel run on its page (permission "
+            "cancel_running_job); disable it to stop its later runs."
         )
     return hint
 

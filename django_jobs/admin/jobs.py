@@ -99,6 +99,8 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
     def offers(self, request: HttpRequest, action: str, job: Job) -> bool:
         """Whether this user may apply `action` to `job` in its current state."""
         # The reschedule page also takes a recurring job's new schedule (change_schedule).
+        if action == "cancel" and job.declared_in_code:
+            return False  # it would come back at the next worker start: disable it instead
         rules = [action]
         if action == "reschedule" and job.recurring:
             rules.append("change_schedule")
