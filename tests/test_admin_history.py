@@ -34,7 +34,7 @@ def test_run_list(admin_client: Client) -> None:
     failed = make_run(job, RunOutcome.FAILED, error="KeyError: 'x'\nmore lines")
     make_run(None, job_name="gone")  # the job row was deleted; the history stays
     html = admin_client.get(RUNS).content.decode()
-    assert f'<a href="/admin/django_jobs/job/{job.pk}/change/">#{job.pk}</a>' in html
+    assert f'<a href="/admin/django_jobs/job/{job.pk}/change/">{job.name} #{job.pk}</a>' in html
     assert '<span class="djj-badge djj-failed">failed</span>' in html
     assert "KeyError: &#x27;x&#x27;" in html and "more lines" not in html
     assert "gone" in html

@@ -60,21 +60,22 @@ def test_rows_of_the_asked_jobs_only(admin_client: Client) -> None:
     running = by_id[jobs["running"].pk]
     assert running["state"] == "running"
     assert 'class="djj-badge djj-running"' in running["fields"]["state_display"]
-    assert '<progress value="42" max="100">' in running["fields"]["progress_display"]
+    assert '<progress value="42" max="100">' in running["fields"]["state_column"]
+    assert "host:1:abc" in running["fields"]["state_column"]
     assert running["fields"]["locked_by"] == "host:1:abc"
     assert running["fields"]["attempts_display"] == "1 of 3"
     failed = by_id[jobs["failed"].pk]
     assert failed["state"] == "failed" and failed["fields"]["failure_count"] == "1"
-    assert failed["fields"]["progress_display"] == "-"
+    assert "<progress" not in failed["fields"]["state_column"]
 
 
 def test_rows_follow_the_database(admin_client: Client) -> None:
     job = make_job(state=JobState.RUNNING, progress=0.1, locked_by="w:1:a")
     first = get_json(admin_client, live_url(job))["jobs"][0]["fields"]
-    assert '<progress value="10"' in first["progress_display"]
+    assert '<progress value="10"' in first["state_column"]
     Job.objects.filter(pk=job.pk).update(progress=0.75)
     second = get_json(admin_client, live_url(job))["jobs"][0]["fields"]
-    assert '<progress value="75"' in second["progress_display"]
+    assert '<progress value="75"' in second["state_column"]
     Job.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED, progress=1.0, locked_by=None)
     third = get_json(admin_client, live_url(job))["jobs"][0]
     assert third["state"] == "succeeded" and third["fields"]["locked_by"] == "-"
@@ -91,7 +92,7 @@ def test_names_errors_and_progress_messages_are_escaped(admin_client: Client) ->
         timezone="UTC",
     )
     fields = get_json(admin_client, live_url(job))["jobs"][0]["fields"]
-    for name in ("locked_by", "progress_display", "progress_detail"):
+    for name in ("locked_by", "state_column", "progress_detail"):
         assert "<script" not in fields[name], name
     assert XSS_ESCAPED in fields["locked_by"]
     assert XSS_ESCAPED in fields["progress_detail"]

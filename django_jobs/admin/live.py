@@ -33,14 +33,17 @@ MAX_IDS = 100  # the longest page of the job list (list_per_page is 50)
 
 # The cells that change while a job waits and runs: list columns and job page fields.
 LIVE_FIELDS = (
-    "state_display",
+    # The list
+    "state_column",
+    "last_run_column",
+    # Both
     "next_run",
+    "failure_count",
+    # The job page
+    "state_display",
     "last_run",
     "last_duration",
-    "failure_count",
     "locked_by",
-    "progress_display",
-    # The job page only
     "attempts_display",
     "progress_detail",
     "last_started_at_display",

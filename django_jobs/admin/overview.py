@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import DbNow, Job, JobRun, JobState, RunOutcome, Worker
-from .display import STATE_LABELS, state_q
+from .display import STATE_LABELS, count_text, state_q
 
 COUNT_KEYS = list(STATE_LABELS)
 FAILED_OUTCOMES = [RunOutcome.FAILED, RunOutcome.ORPHANED]
@@ -171,7 +171,7 @@ class Chart:
     plot_bottom: int
     plot_right: int
     bars: list[Bar] = field(default_factory=list)
-    grid: list[tuple[float, int]] = field(default_factory=list)  # (y, value)
+    grid: list[tuple[float, str]] = field(default_factory=list)  # (y, label)
     labels: list[tuple[float, str]] = field(default_factory=list)  # (x, text)
     total_runs: int = 0
     total_failures: int = 0
@@ -187,6 +187,15 @@ def nice_ceiling(value: int) -> int:
             if step * factor >= value:
                 return step * factor
         step *= 10
+
+
+def axis_text(value: int) -> str:
+    """A count short enough for the chart's axis (at most 5 characters): 9,999, 20k, 1.5M."""
+    if value < 10_000:
+        return count_text(value)
+    if value < 1_000_000:
+        return f"{value / 1000:g}k"
+    return f"{value / 1_000_000:g}M"
 
 
 def build_chart(buckets: list[Bucket], range_key: str) -> Chart:
@@ -223,7 +232,9 @@ def build_chart(buckets: list[Bucket], range_key: str) -> Chart:
             chart.labels.append((round(left + i * slot, 1), date_format(start, "H:i")))
         chart.total_runs += bucket.runs
         chart.total_failures += bucket.failures
-    chart.grid = [(round(bottom - v * scale, 1), v) for v in sorted({0, peak // 2, peak})]
+    chart.grid = [
+        (round(bottom - v * scale, 1), axis_text(v)) for v in sorted({0, peak // 2, peak})
+    ]
     if buckets:
         chart.timezone = timezone.localtime(buckets[-1].end).tzname() or ""
     chart.summary = ngettext(

@@ -81,9 +81,28 @@ class JobViewsMixin(_Base):
     # Helpers
 
     def page_context(
-        self, request: HttpRequest, title: str, crumbs: list[tuple[str, str]]
+        self,
+        request: HttpRequest,
+        title: str,
+        crumbs: list[tuple[str, str]],
+        *,
+        under_list: bool = True,
     ) -> dict[str, Any]:
         """The context every page of the admin gets, with breadcrumbs up to this page."""
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "media": self.media,
+            **self.crumbs_context(crumbs, under_list=under_list),
+        }
+
+    def crumbs_context(
+        self, crumbs: list[tuple[str, str]], *, under_list: bool = True
+    ) -> dict[str, Any]:
+        """Breadcrumbs: "Home > Jobs > All jobs > ..." (the app and its model share a name,
+        so the list reads "All jobs" rather than "Jobs > Jobs"); the overview and queues pages
+        hang from the app: "Home > Jobs > Queues"."""
         opts = self.opts
         trail = [
             (reverse(f"{self.admin_site.name}:index"), _("Home")),
@@ -91,18 +110,11 @@ class JobViewsMixin(_Base):
                 reverse(f"{self.admin_site.name}:app_list", args=[opts.app_label]),
                 str(opts.app_config.verbose_name),
             ),
-            (
-                reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"),
-                str(opts.verbose_name_plural).capitalize(),
-            ),
-            *crumbs,
         ]
+        if under_list:
+            trail.append((self.changelist_url(), _("All jobs")))
         return {
-            **self.admin_site.each_context(request),
-            "opts": opts,
-            "title": title,
-            "media": self.media,
-            "crumbs": trail,
+            "crumbs": [*trail, *crumbs],
             # Django 6 marks breadcrumbs up as a list; 5.2 as a line of links.
             "crumbs_as_list": django.VERSION >= (6, 0),
         }
@@ -248,7 +260,9 @@ class JobViewsMixin(_Base):
         if range_key not in RANGES:
             range_key = "hour"
         context = {
-            **self.page_context(request, _("Jobs overview"), [("", _("Overview"))]),
+            **self.page_context(
+                request, _("Jobs overview"), [("", _("Overview"))], under_list=False
+            ),
             **self.overview_context(range_key),
             "ranges": [
                 (key, label, "?" + urlencode({"range": key}))
@@ -291,7 +305,7 @@ class JobViewsMixin(_Base):
                 }
             )
         context = {
-            **self.page_context(request, _("Queues"), [("", _("Queues"))]),
+            **self.page_context(request, _("Queues"), [("", _("Queues"))], under_list=False),
             "columns": [(key, STATE_LABELS[key]) for key in QUEUE_STATES],
             "rows": rows,
             "overview_url": reverse(f"{self.admin_site.name}:django_jobs_job_overview"),
