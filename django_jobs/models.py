@@ -31,10 +31,17 @@ from .recurring import (  # noqa: F401  (the prefix is re-exported with the mode
     first_run,
     owned_by_code,
 )
+from .registry import registry
 from .schedules import get_timezone, parse_schedule
 from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
 from .tracing import capture, capture_many
-from .validation import CANCELLED_BY_MAX_LENGTH, NAME_MAX_LENGTH, check_text, check_when
+from .validation import (
+    CANCELLED_BY_MAX_LENGTH,
+    LOCK_KEY_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+    check_text,
+    check_when,
+)
 
 _now = timezone.now  # Job has a field called timezone, which hides the module in its body
 
@@ -82,6 +89,26 @@ class JobQuerySet(models.QuerySet["Job"]):
         """Jobs whose queue and name are not paused: what a worker may claim (see Pause)."""
         return self.filter(~Exists(Pause.objects.filter(paused_q())))
 
+    def holding_slots(self) -> JobQuerySet:
+        """Running jobs whose lock still holds by the database's clock: the slots in use of a
+        cluster-wide concurrency or lock key (a dead worker's slot comes back at its expiry)."""
+        return self.filter(state=JobState.RUNNING, locked_until__gt=DbNow())
+
+    def mark_limited(self) -> int:
+        """Set `limited` on pending rows as the registered definitions say (a limit added to or
+        removed from a definition since they were created); returns how many rows changed."""
+        pending = self.filter(state__in=[JobState.SCHEDULED, JobState.RUNNING])
+        limited = [d.name for d in registry.limited()]
+        unlimited = [d.name for d in registry if not d.limited]
+        changed = 0
+        if limited:
+            changed += pending.filter(name__in=limited, limited=False).update(limited=True)
+        if unlimited:
+            changed += pending.filter(
+                name__in=unlimited, limited=True, lock_key__isnull=True
+            ).update(limited=False)
+        return changed
+
     # The one home for creating job rows: schedule(), schedule_many(), now(), run-now copies,
     # the tasks backend and the recurring sync all come here, and every new row that is due
     # soon wakes idle workers once its transaction commits.
@@ -93,6 +120,7 @@ class JobQuerySet(models.QuerySet["Job"]):
         """
         db = self.db
         capture(fields)  # the scheduling code's trace context, when OpenTelemetry is installed
+        fields["limited"] = is_limited(fields.get("name", ""), fields.get("lock_key"))
         if unique_key is None:
             return _woken(self.create(**fields), fields), True
         existing = self.filter(unique_key=unique_key).first()
@@ -111,11 +139,20 @@ class JobQuerySet(models.QuerySet["Job"]):
     def create_jobs(self, jobs: list[Job], *, batch_size: int = 1000) -> list[Job]:
         """Insert many jobs (fields already validated) with one INSERT per batch."""
         capture_many(jobs)
+        for job in jobs:
+            job.limited = is_limited(job.name, job.lock_key)
         created: list[Job] = self.bulk_create(jobs, batch_size=batch_size)  # type: ignore[arg-type,assignment]
         soonest = min((j.next_run_at for j in created if j.next_run_at is not None), default=None)
         if soonest is not None:
             wake_workers(self.db, {j.queue for j in created}, due_at=soonest)
         return created
+
+
+def is_limited(name: str, lock_key: str | None) -> bool:
+    """Whether a new job of `name` is claimed under a cluster-wide count: its definition has a
+    concurrency or a rate limit, or it has a lock key. The ordinary claim skips such rows."""
+    definition = registry.get(name)
+    return lock_key is not None or (definition is not None and definition.limited)
 
 
 class Job(models.Model):
@@ -152,6 +189,23 @@ class Job(models.Model):
         blank=True,
         unique=True,
         help_text=_("Held while the job is pending, so scheduling the same key twice is a no-op."),
+    )
+    lock_key = models.CharField(
+        _("lock key"),
+        max_length=LOCK_KEY_MAX_LENGTH,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("Jobs with the same lock key never run at the same time."),
+    )
+    limited = models.BooleanField(
+        _("limited"),
+        default=False,
+        editable=False,
+        help_text=_(
+            "Claimed under a cluster-wide count: its job's concurrency or rate limit, or its "
+            "lock key."
+        ),
     )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     max_attempts = models.PositiveIntegerField(_("max attempts"), default=3)
@@ -233,6 +287,14 @@ class Job(models.Model):
                 fields=["state", "enabled", "-priority", "next_run_at", "id"],
                 name="django_jobs_due_idx",
             ),
+            # Serves the claim of limited jobs (claiming/limits.py): an idle worker finds at
+            # once that none is due, however many ordinary jobs are.
+            models.Index(
+                fields=["limited", "state", "enabled", "-priority", "next_run_at", "id"],
+                name="django_jobs_limited_idx",
+            ),
+            # Counts the running jobs of a lock key.
+            models.Index(fields=["lock_key", "state"], name="django_jobs_lock_key_idx"),
         ]
         constraints = [
             # The one value a user writes as a time: kept where every backend and Python

@@ -17,11 +17,13 @@ from .validation import (
     BACKOFF_JITTER,
     CONCURRENCY,
     PRIORITIES,
+    RateLimit,
     check_job_name,
     check_late_after,
     check_lock_lifetime,
     check_priority,
     check_queue,
+    check_rate_limit,
     check_timeout,
     shown,
 )
@@ -38,7 +40,9 @@ class JobDefinition:
     func: Callable[..., Any]
     priority: int = 0
     queue: str = "default"
-    concurrency: int | None = None  # at most this many run at once in one worker process
+    concurrency: int | None = None  # at most this many run at once across the cluster
+    process_concurrency: int | None = None  # at most this many at once in one worker process
+    rate_limit: RateLimit | None = None  # at most this many starts per period, cluster-wide
     lock_lifetime: timedelta | None = None  # None: the worker's --lock-lifetime
     max_attempts: int = 3
     backoff_base: float = 10.0  # seconds before the first retry; doubled per attempt
@@ -61,6 +65,11 @@ class JobDefinition:
     @property
     def recurring(self) -> bool:
         return self.schedule is not None
+
+    @property
+    def limited(self) -> bool:
+        """True if its jobs are claimed under a cluster-wide count (claiming/limits.py)."""
+        return self.concurrency is not None or self.rate_limit is not None
 
     def retry_delay(self, attempt: int) -> timedelta:
         """Exponential backoff with jitter: the wait after failed attempt number `attempt`."""
@@ -112,6 +121,9 @@ class Registry:
     def recurring(self) -> list[JobDefinition]:
         return [d for d in self._definitions.values() if d.recurring]
 
+    def limited(self) -> list[JobDefinition]:
+        return [d for d in self._definitions.values() if d.limited]
+
 
 registry = Registry()
 
@@ -126,6 +138,8 @@ def job(
     priority: int | str = "normal",
     queue: str | None = None,
     concurrency: int | None = None,
+    process_concurrency: int | None = None,
+    rate_limit: str | None = None,
     lock_lifetime: float | timedelta | None = None,
     max_attempts: int | None = None,
     backoff: float | None = None,
@@ -143,7 +157,11 @@ def job(
 
     - priority: "lowest", "low", "normal", "high", "highest" or -100..100 (higher first).
     - queue: the queue workers select with `runjobs --queue`.
-    - concurrency: at most this many of this job run at once in one worker process.
+    - concurrency: at most this many runs of this job at once across the cluster (every
+      worker on every host); a run whose lock expired no longer holds its slot.
+    - process_concurrency: at most this many runs of this job at once in one worker process.
+    - rate_limit: at most N starts per period across the cluster, "100/m", "20/2s", "5/h";
+      jobs over it wait unclaimed until the period lets them start.
     - lock_lifetime: seconds a claim holds without a heartbeat (default: the worker's).
     - max_attempts: runs before the job is failed for good; retries back off
       exponentially from `backoff` seconds up to `backoff_max`, plus `backoff_jitter`
@@ -163,14 +181,17 @@ def job(
     where = f" for job {name!r}"
     parsed_schedule = parse_schedule(schedule) if schedule is not None else None
     get_timezone(timezone)
-    if concurrency is not None:
-        CONCURRENCY.check(
-            "concurrency",
-            concurrency,
-            where=where,
-            fix=", or None for no per-job limit",
-            error=InvalidJobDefinition,
-        )
+    limits = (("concurrency", concurrency), ("process_concurrency", process_concurrency))
+    for option, value in limits:
+        if value is not None:
+            CONCURRENCY.check(
+                option, value, where=where, fix=", or None for no limit", error=InvalidJobDefinition
+            )
+    rate = (
+        None
+        if rate_limit is None
+        else check_rate_limit(rate_limit, where=where, error=InvalidJobDefinition)
+    )
     attempts = settings.DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts
     ATTEMPTS.check("max_attempts", attempts, where=where, error=InvalidJobDefinition)
     lifetime = (
@@ -217,6 +238,8 @@ def job(
             priority=parsed_priority,
             queue=parsed_queue,
             concurrency=concurrency,
+            process_concurrency=process_concurrency,
+            rate_limit=rate,
             lock_lifetime=lifetime,
             max_attempts=attempts,
             backoff_base=float(backoff),

@@ -42,6 +42,7 @@ __all__ = [
     "HEARTBEAT_INTERVAL",
     "JOB_ID",
     "LATE_AFTER",
+    "LOCK_KEY_MAX_LENGTH",
     "LOCK_LIFETIME",
     "MAX_ATTEMPTS",
     "MAX_BACKOFF",
@@ -83,15 +84,18 @@ __all__ = [
     "WORKER_ID_MAX_LENGTH",
     "WORKER_JOBS",
     "Bound",
+    "RateLimit",
     "check_job_id",
     "check_job_name",
     "check_json",
     "check_json_text",
     "check_late_after",
+    "check_lock_key",
     "check_lock_lifetime",
     "check_nesting",
     "check_priority",
     "check_queue",
+    "check_rate_limit",
     "check_unique_key",
     "check_when",
     "check_worker_id",
@@ -117,6 +121,7 @@ MIN_JSON_INT, MAX_JSON_INT = -(2**63), 2**63 - 1  # what every database reads ba
 NAME_MAX_LENGTH = 200  # characters of a job name (Job.name)
 QUEUE_MAX_LENGTH = 100  # characters of a queue name (Job.queue)
 UNIQUE_KEY_MAX_LENGTH = 255  # characters of a unique key (Job.unique_key)
+LOCK_KEY_MAX_LENGTH = 255  # characters of a lock key (Job.lock_key)
 # Worker.worker_id holds 255; the cluster supervisor appends "-N" to each process's id.
 WORKER_ID_MAX_LENGTH = 200
 # Keys django_jobs writes itself (the recurring rows' "django_jobs:recurring:<name>").
@@ -133,7 +138,7 @@ _NOT_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Numbers
 
 MAX_ATTEMPTS = 1000  # attempts of one job
-MAX_CONCURRENCY = 10_000  # runs of one job name at once in one worker process (@job)
+MAX_CONCURRENCY = 10_000  # runs of one job name at once, in the cluster or one process (@job)
 MAX_BACKOFF = 30 * 86400.0  # seconds (30 days): the longest wait before a retry
 MIN_LOCK_LIFETIME = 1.0  # seconds; the heartbeat must beat faster than the shortest lock
 MAX_LOCK_LIFETIME = 86400.0  # seconds (1 day) a claim holds without a heartbeat
@@ -518,6 +523,22 @@ def check_unique_key(value: object, *, reserved: bool = False) -> str:
     return value
 
 
+def check_lock_key(value: object) -> str:
+    """A lock key: a non-empty string of at most 255 characters, without NUL or surrogates."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > LOCK_KEY_MAX_LENGTH
+        or _UNSTORABLE.search(value)
+    ):
+        raise InvalidOption(
+            f"Invalid lock_key={shown(value)}. Use a non-empty string of at most "
+            f"{LOCK_KEY_MAX_LENGTH} characters, without NUL characters or lone surrogates, "
+            "such as 'account:42'."
+        )
+    return value
+
+
 def check_priority(value: object, *, error: type[JobsError] = InvalidOption) -> int:
     """A priority name or an integer from -100 to 100; a higher number runs first."""
     if isinstance(value, str) and value in PRIORITIES:
@@ -609,3 +630,42 @@ def check_text(option: str, value: object, limit: int) -> str:
 
 
 SETTINGS_BOUNDS["DEFAULT_TIMEOUT"] = TIMEOUT  # None (the default): no timeout
+
+
+# Rate limits (@job(rate_limit="100/m"))
+
+MAX_RATE_COUNT = 1_000_000  # starts allowed in one period of a rate limit
+MIN_RATE_PERIOD = 1.0  # seconds; shorter periods meet the database clock's resolution
+MAX_RATE_PERIOD = 86400.0  # seconds (1 day): the starts of one period are counted each claim
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"\s*(\d{1,7})\s*/\s*(\d{0,5})\s*([smhd])\s*", re.ASCII)
+RATE_LIMIT_RULE = (
+    f'"N/unit" or "N/Kunit" with N from 1 to {MAX_RATE_COUNT}, unit s, m, h or d and a period '
+    f'from {MIN_RATE_PERIOD:g} second to 1 day, such as "100/m" or "20/2s"'
+)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` starts of a job name within any `period` seconds, across the cluster."""
+
+    count: int
+    period: float  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period:g}s"
+
+
+def check_rate_limit(
+    value: object, *, where: str = "", error: type[JobsError] = InvalidOption
+) -> RateLimit:
+    """A rate limit: "100/m", "20/2s", "5000/h", "1/d" (starts per period), bounded."""
+    if isinstance(value, RateLimit):
+        value = str(value)
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if match is not None:
+        count = int(match[1])
+        period = int(match[2] or 1) * _RATE_UNITS[match[3]]
+        if 1 <= count <= MAX_RATE_COUNT and MIN_RATE_PERIOD <= period <= MAX_RATE_PERIOD:
+            return RateLimit(count, float(period))
+    raise error(f"Invalid rate_limit={shown(value)}{where}. Use {RATE_LIMIT_RULE}.")
