@@ -23,6 +23,7 @@ from .validation import (
     check_job_id,
     check_job_name,
     check_json,
+    check_lock_key,
     check_priority,
     check_queue,
     check_text,
@@ -41,12 +42,14 @@ def _job_fields(
     priority: int | str | None,
     queue: str | None,
     max_attempts: int | None,
+    lock_key: str | None = None,
 ) -> dict[str, Any]:
     """The checked fields of a new job row; raises a JobsError for any value out of bounds."""
     definition = registry[name]
     data = {} if data is None else data
     check_json(data)
     return {
+        "lock_key": None if lock_key is None else check_lock_key(lock_key),
         "name": name,
         "data": data,
         "queue": definition.queue if queue is None else check_queue(queue),
@@ -69,6 +72,7 @@ def schedule(
     queue: str | None = None,
     unique_key: str | None = None,
     max_attempts: int | None = None,
+    lock_key: str | None = None,
     using: str | None = None,
 ) -> Job:
     """Schedule the registered job `name` to run at `when` with JSON `data`.
@@ -77,10 +81,18 @@ def schedule(
     or an ISO 8601 string with an offset. Priority, queue and max_attempts default to the
     job definition's. With `unique_key`, scheduling is idempotent: while a job with that key
     is pending (scheduled or running), the existing job is returned and nothing is created.
+    With `lock_key`, no two jobs holding the same key run at the same time anywhere in the
+    cluster; jobs with other keys (or none) run beside them.
     Inside a transaction, the job becomes visible to workers when the transaction commits.
     """
     fields = _job_fields(
-        when, name, data, priority=priority, queue=queue, max_attempts=max_attempts
+        when,
+        name,
+        data,
+        priority=priority,
+        queue=queue,
+        max_attempts=max_attempts,
+        lock_key=lock_key,
     )
     if unique_key is not None:
         check_unique_key(unique_key)
@@ -94,23 +106,35 @@ def now(name: str, data: Any = None, **options: Any) -> Job:
     return schedule("now", name, data, **options)
 
 
+MANY_OPTIONS = ("priority", "queue", "max_attempts", "lock_key")  # per item of schedule_many()
+
+
 def schedule_many(
     jobs: Iterable[tuple[When, str, Any]], *, using: str | None = None, batch_size: int = 1000
 ) -> list[Job]:
-    """Schedule many (when, name, data) jobs with one INSERT per batch; all are checked first."""
+    """Schedule many (when, name, data) jobs with one INSERT per batch; all are checked first.
+
+    An item may carry a fourth element, a dict of options for that job: priority, queue,
+    max_attempts and lock_key, as schedule() takes them.
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidOption(f"Invalid batch_size={batch_size!r}. Use a whole number of 1 or more.")
     rows = []
     for index, item in enumerate(jobs):
-        if not isinstance(item, tuple | list) or len(item) != 3:
+        if not isinstance(item, tuple | list) or len(item) not in (3, 4):
             raise InvalidOption(
                 f"Item {index} of schedule_many() is {shown(item)}; each item is a "
-                "(when, name, data) tuple."
+                "(when, name, data) tuple, or (when, name, data, options)."
             )
-        when, name, data = item
-        rows.append(
-            Job(**_job_fields(when, name, data, priority=None, queue=None, max_attempts=None))
-        )
+        when, name, data = item[:3]
+        options: Any = item[3] if len(item) == 4 else {}
+        if not isinstance(options, dict) or set(options) - set(MANY_OPTIONS):
+            raise InvalidOption(
+                f"Item {index} of schedule_many() has the options {shown(options)}; use a "
+                f"dict with some of {', '.join(MANY_OPTIONS)}."
+            )
+        fields = {option: options.get(option) for option in MANY_OPTIONS}
+        rows.append(Job(**_job_fields(when, name, data, **fields)))
     db = using or settings.DATABASE
     return Job.objects.using(db).create_jobs(rows, batch_size=batch_size)
 

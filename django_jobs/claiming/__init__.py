@@ -7,12 +7,13 @@ the claim's lock token, so a worker that lost its lock cannot overwrite the stat
 wrote.
 
 claims.py claims a batch per vendor; outcomes.py writes outcomes and hands jobs back;
-recovery.py extends locks, beats the heartbeat and recovers the jobs of dead workers;
+limits.py holds the locks and counts of cluster-wide limits (concurrency, rate limits, lock
+keys); recovery.py extends locks, beats the heartbeat and recovers the jobs of dead workers;
 sql.py holds the raw SQL helpers they share.
 """
 
 from ..notify import wake_workers
-from .claims import CLAIM_ORDER, claim_and_start, claimable
+from .claims import CLAIM_ORDER, ClaimResult, claim_and_start, claim_batch, claimable
 from .outcomes import Failure, Outcome, class_path, finish_many, next_slot, release
 from .recovery import (
     cancel_requests,
@@ -24,10 +25,12 @@ from .recovery import (
 
 __all__ = [
     "CLAIM_ORDER",
+    "ClaimResult",
     "Failure",
     "Outcome",
     "cancel_requests",
     "claim_and_start",
+    "claim_batch",
     "claimable",
     "class_path",
     "delete_dead_workers",

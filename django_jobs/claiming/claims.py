@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Unpack
 
 from django.db import connections
-from django.db.models import F
+from django.db.models import F, Q
 
 from ..db import EARLIEST_TIME, DbNow, db_now_plus, write_transaction
 from ..models import Job, JobQuerySet, JobRun, JobState, RunOutcome, new_run, new_token
+from .limits import Group, group_lock, room_for
 from .sql import column_name, quoted_columns, row_reader
 
 logger = logging.getLogger(__name__)
@@ -22,9 +23,16 @@ CLAIM_ORDER = ("-priority", "next_run_at", "pk")
 
 
 def claimable(
-    using: str, queues: Sequence[str] | None, exclude_names: Iterable[str]
+    using: str,
+    queues: Sequence[str] | None,
+    exclude_names: Iterable[str],
+    *,
+    limited: bool = False,
 ) -> JobQuerySet:
-    qs = Job.objects.using(using).due().unpaused()
+    """Due, unpaused jobs in claim order. The ordinary claim takes the rows that are not
+    `limited`; the limited ones (a cluster-wide concurrency, a rate limit or a lock key) are
+    claimed one group at a time under that group's lock (claim_limited())."""
+    qs = Job.objects.using(using).due().unpaused().filter(limited=limited)
     if queues:
         qs = qs.filter(queue__in=list(queues))
     exclude = list(exclude_names)
@@ -88,6 +96,17 @@ class ClaimOptions(TypedDict):
     lock_lifetime: float
     exclude_names: NotRequired[Iterable[str]]
     using: NotRequired[str]
+    # Jobs of a name this worker may still start, below its per-process concurrency.
+    room: NotRequired[Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What claim_batch() claimed, and when a limited job held back by its rate limit may
+    start (seconds from now, by the database's clock; None when none is held back by one)."""
+
+    claimed: list[tuple[Job, JobRun]]
+    retry_in: float | None = None
 
 
 def claim_and_start(**options: Unpack[ClaimOptions]) -> list[tuple[Job, JobRun]]:
@@ -99,6 +118,12 @@ def claim_and_start(**options: Unpack[ClaimOptions]) -> list[tuple[Job, JobRun]]
     A claimed row whose values cannot be decoded comes back with `job.decode_error` set, so
     the worker fails that job with the reason instead of losing the batch.
     """
+    return claim_batch(**options).claimed
+
+
+def claim_batch(**options: Unpack[ClaimOptions]) -> ClaimResult:
+    """claim_and_start(), and when a limited job is held back by its rate limit, how long
+    until it may start: the worker sleeps that long at most instead of polling for it."""
     return _claim(**options)
 
 
@@ -111,6 +136,16 @@ class _ClaimRequest:
     limit: int
     lock_lifetime: float
     using: str
+    group: Group | None = None  # the limited jobs of one group only, under its lock
+
+
+def _claimable_for(request: _ClaimRequest) -> JobQuerySet:
+    """The rows a claim may take: claimable(), or the limited rows of one group."""
+    if request.group is None:
+        return claimable(request.using, request.queues, request.exclude)
+    return claimable(request.using, request.queues, request.exclude, limited=True).filter(
+        name=request.group.name, lock_key=request.group.lock_key
+    )
 
 
 def _claim(
@@ -121,9 +156,10 @@ def _claim(
     lock_lifetime: float,
     exclude_names: Iterable[str] = (),
     using: str = "default",
-) -> list[tuple[Job, JobRun]]:
+    room: Mapping[str, int] | None = None,
+) -> ClaimResult:
     if limit <= 0:
-        return []
+        return ClaimResult([])
     request = _ClaimRequest(
         worker_id=worker_id,
         token=new_token(),
@@ -134,9 +170,60 @@ def _claim(
         using=using,
     )
     claimed = claim_strategy(connections[using])(request)
+    retry_in = None
+    if len(claimed) < limit:
+        more, retry_in = _claim_limited(replace(request, limit=limit - len(claimed)), room or {})
+        claimed += more
     if claimed:
         logger.debug("%s claimed %d job(s)", worker_id, len(claimed))
-    return claimed
+    return ClaimResult(claimed, retry_in)
+
+
+MAX_GROUPS_PER_CLAIM = 20  # groups of limited jobs one claim looks at, each in its own lock
+
+
+def _claim_limited(
+    request: _ClaimRequest, room: Mapping[str, int]
+) -> tuple[list[tuple[Job, JobRun]], float | None]:
+    """Claim limited jobs one group (a name and a lock key) at a time, each in a short
+    transaction that first takes the group's locks, then counts what the group holds.
+
+    Every claim of a limited job takes the same locks, so no two count at once: the count
+    and the claim that follows it are exact across the cluster (see limits.py).
+    """
+    claimed: list[tuple[Job, JobRun]] = []
+    retry_in: float | None = None
+    seen = Q(pk__in=[])  # the groups looked at (none yet), and the names and keys that are full
+    free = request.limit
+    strategy = claim_strategy(connections[request.using])
+    for _ in range(MAX_GROUPS_PER_CLAIM):
+        if free <= 0:
+            break
+        candidates = claimable(request.using, request.queues, request.exclude, limited=True)
+        found = candidates.exclude(seen).values_list("name", "lock_key").first()
+        if found is None:
+            break
+        group = Group(*found)
+        seen |= Q(name=group.name, lock_key=group.lock_key)
+        wanted = min(free, room.get(group.name, free))
+        with group_lock(request.using, group) as held:
+            if not held:
+                continue
+            space = room_for(request.using, group, wanted)
+            got: list[tuple[Job, JobRun]] = []
+            if space.allowed > 0:
+                got = strategy(
+                    replace(request, token=new_token(), limit=space.allowed, group=group)
+                )
+        claimed += got
+        free -= len(got)
+        if space.name_left is not None and space.name_left <= len(got):
+            seen |= Q(name=group.name)
+        if group.lock_key is not None:
+            seen |= Q(lock_key=group.lock_key)
+        if space.retry_in is not None:
+            retry_in = space.retry_in if retry_in is None else min(retry_in, space.retry_in)
+    return claimed, retry_in
 
 
 def claim_strategy(connection: Any) -> Callable[[_ClaimRequest], list[tuple[Job, JobRun]]]:
@@ -161,9 +248,7 @@ def _where_sql(connection: Any, queryset: JobQuerySet) -> tuple[str, list[Any]]:
 def _claimable_sql(connection: Any, request: _ClaimRequest) -> tuple[str, str, list[Any]]:
     """The WHERE and ORDER BY of the claim query, compiled from claimable(), with parameters."""
     c = quoted_columns(Job, connection)
-    where, params = _where_sql(
-        connection, claimable(request.using, request.queues, request.exclude)
-    )
+    where, params = _where_sql(connection, _claimable_for(request))
     order = f"{c['priority']} DESC, {c['next_run_at']}, {c['id']}"
     return where, order, params
 
@@ -340,9 +425,7 @@ def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
 def _claim_locking(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE, in one short transaction."""
     using = request.using
-    candidates = claimable(using, request.queues, request.exclude).select_for_update(
-        skip_locked=True
-    )
+    candidates = _claimable_for(request).select_for_update(skip_locked=True)
     # All selected rows stay locked until commit, so keep this transaction short.
     with write_transaction(using):
         rows = list(
@@ -364,7 +447,7 @@ def _claim_locking(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
 def _claim_compare_and_set(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """The ORM-only claim (old SQLite, later MongoDB): an UPDATE that repeats the condition."""
     using = request.using
-    candidates = claimable(using, request.queues, request.exclude)
+    candidates = _claimable_for(request)
     with write_transaction(using):
         ids = list(candidates.values_list("pk", flat=True)[: request.limit])
         if not ids:

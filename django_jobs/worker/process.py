@@ -113,6 +113,7 @@ class Worker:
         self._cancels_asked = threading.Event()  # a STOP notification: look for cancels now
         self._stopping = threading.Event()
         self._record: WorkerRecord | None = None
+        self._limited_at: float | None = None  # monotonic time a rate-limited job may start
         self._pool: ThreadPoolExecutor | None = None
 
     # Lifecycle
@@ -169,6 +170,8 @@ class Worker:
     def _start_up(self) -> None:
         self._register()
         sync_recurring(self.using)
+        # Rows created before a limit was added to (or removed from) their definition.
+        Job.objects.using(self.using).mark_limited()
 
     def _retry_until_stopped(self, step: Callable[[], T], what: str) -> bool:
         """Run `step` until it succeeds (True) or the worker is stopped (False)."""
@@ -338,14 +341,18 @@ class Worker:
                 counts[entry.job.name] = counts.get(entry.job.name, 0) + 1
         return counts
 
-    def _saturated_names(self) -> set[str]:
-        """Names whose per-process concurrency limit is already in use."""
-        saturated = set()
+    def _process_room(self) -> dict[str, int]:
+        """Runs each name with a per-process concurrency may still start in this process."""
+        room = {}
         for name, count in self._running_by_name().items():
             definition = registry.get(name)
-            if definition and definition.concurrency and count >= definition.concurrency:
-                saturated.add(name)
-        return saturated
+            if definition and definition.process_concurrency:
+                room[name] = max(definition.process_concurrency - count, 0)
+        return room
+
+    def _saturated_names(self) -> set[str]:
+        """Names whose per-process concurrency limit is already in use."""
+        return {name for name, left in self._process_room().items() if left <= 0}
 
     def _claim(self) -> list[Job]:
         with self._lock:
@@ -354,19 +361,25 @@ class Worker:
             free = min(free, self.max_jobs - self.claimed_count)
         if free <= 0:
             return []
-        claimed = claiming.claim_and_start(
+        room = self._process_room()
+        result = claiming.claim_batch(
             worker_id=self.worker_id,
             queues=self.queues,
             limit=free,
             lock_lifetime=self.lock_lifetime,
-            exclude_names=self._saturated_names(),
+            exclude_names={name for name, left in room.items() if left <= 0},
             using=self.using,
+            room=room,
         )
+        claimed = result.claimed
+        # A limited job held back by its rate limit may start then: sleep no longer.
+        self._limited_at = None if result.retry_in is None else time.monotonic() + result.retry_in
         started = []
         shortest = self.lock_lifetime
         for job, run in claimed:
             if self._over_limit(job):
-                # The batch held more of this name than its concurrency allows: hand it back.
+                # The batch held more of this name than its process_concurrency allows: hand
+                # it back.
                 claiming.release(job, run, reason="", discard_run=True)
                 continue
             self.claimed_count += 1
@@ -408,9 +421,9 @@ class Worker:
 
     def _over_limit(self, job: Job) -> bool:
         definition = registry.get(job.name)
-        if not definition or not definition.concurrency:
+        if not definition or not definition.process_concurrency:
             return False
-        return self._running_by_name().get(job.name, 0) >= definition.concurrency
+        return self._running_by_name().get(job.name, 0) >= definition.process_concurrency
 
     def _lifetime(self, job: Job) -> float:
         definition = registry.get(job.name)
@@ -426,6 +439,9 @@ class Worker:
         """
         if busy >= self.concurrency:
             return self.poll_interval
+        limit = self.poll_interval
+        if self._limited_at is not None:
+            limit = min(limit, max(0.0, self._limited_at - time.monotonic()))
         lookback = time.monotonic() - since + DB_CLOCK_RESOLUTION
         try:
             row = (
@@ -442,13 +458,13 @@ class Worker:
                 .first()
             )
         except DatabaseError:
-            return self.poll_interval
+            return limit
         if row is None:
-            return self.poll_interval
+            return limit
         due_at, db_now = row
         assert due_at is not None  # filtered on next_run_at above
         wait = (due_at - db_now).total_seconds() + DB_CLOCK_RESOLUTION
-        return max(0.0, min(self.poll_interval, wait))
+        return max(0.0, min(limit, wait))
 
     # Heartbeat (its own thread and database connection)
 

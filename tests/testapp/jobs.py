@@ -239,3 +239,32 @@ def until_cancelled(j):
 def fails_in_process(j):
     _record(j)
     raise ValueError(f"failed in process {os.getpid()}")
+
+
+# Cluster-wide limits (tests/test_limits.py): each run appends "label start end" to
+# data["path"], in time.monotonic() seconds, which every process on one host shares.
+
+
+def _interval(j, label, seconds):
+    start = time.monotonic()
+    time.sleep(seconds)
+    with open(j.data["path"], "a") as out:
+        out.write(f"{label} {start} {time.monotonic()}\n")
+
+
+@job("capped", concurrency=3, max_attempts=2, backoff=0.01, backoff_jitter=0)
+def capped(j):
+    """At most 3 at once in the cluster; with data["hang"], the first attempt hangs."""
+    if j.data.get("hang") and j.attempt == 1:
+        time.sleep(60)
+    _interval(j, j.pk, float(j.data.get("seconds", 0.05)))
+
+
+@job("rated", rate_limit="20/2s", max_attempts=1)
+def rated(j):
+    _record(j)
+
+
+@job("keyed", max_attempts=1)
+def keyed(j):
+    _interval(j, j.lock_key, float(j.data.get("seconds", 0.1)))
