@@ -3,7 +3,7 @@
 - **late**: an enabled recurring job whose due run has waited unclaimed longer than its
   threshold (``@job(late_after=...)``, else ``DJANGO_JOBS["LATE_AFTER"]``);
 - **failing**: an enabled recurring job whose last ``DJANGO_JOBS["ALERT_AFTER_FAILURES"]``
-  runs failed (failed or orphaned runs since its last success; interrupted runs do not count).
+  runs failed (failed, timed-out or orphaned runs since its last success).
 
 `late_q()`, `failing_q()` and `alert_q()` filter any Job queryset; `flagged()` gives each
 flagged job with a human reason; `jobstatus`, the metrics and the worker's `job_overdue`
@@ -30,8 +30,9 @@ from .signals import job_overdue
 
 logger = logging.getLogger("django_jobs.alerts")
 
-# Runs that end a success streak's opposite: a failed attempt, or one whose worker was lost.
-FAILED_OUTCOMES = (RunOutcome.FAILED, RunOutcome.ORPHANED)
+# The runs of a failing streak: a failed or timed-out attempt, or one whose worker was lost.
+# Interrupted (a worker stopped) and cancelled runs neither count nor end a streak.
+FAILED_OUTCOMES = (RunOutcome.FAILED, RunOutcome.TIMED_OUT, RunOutcome.ORPHANED)
 CHECK_EVERY = 15.0  # seconds between two looks for late jobs by one worker process (at most)
 
 

@@ -37,7 +37,8 @@ class RunWatch:
 
     def _ended(self, outcome: Any) -> None:
         failure = outcome.failure
-        result = "failed" if failure is not None else "succeeded"
+        # The run's outcome as its JobRun row says it: succeeded, failed, timed_out, cancelled.
+        result = "succeeded" if failure is None else str(getattr(failure, "outcome", "failed"))
         if self.recorder is not None:
             job = self.job
             self.recorder.observe(

@@ -77,7 +77,7 @@ class WorkerMetrics:
         labels = ("queue", "name")
         self.runs = prometheus_client.Counter(
             "django_jobs_runs",
-            "Runs ended by this worker, by outcome (succeeded, failed).",
+            "Runs ended by this worker, by outcome (succeeded, failed, timed_out, cancelled).",
             (*labels, "outcome"),
             registry=registry,
         )

@@ -92,9 +92,9 @@ class RunSpan:
         self._token = otel_context.attach(trace.set_span_in_context(self.span, parent))
 
     def ended(self, outcome: str, error: str = "", error_class: str = "", tb: str = "") -> None:
-        """Record how the run ended: "succeeded", or "failed" with the error."""
+        """Record how the run ended: "succeeded", "cancelled", or a failure with its error."""
         self.span.set_attribute("django_jobs.run.outcome", outcome)
-        if outcome == "failed":
+        if outcome not in ("succeeded", "cancelled"):  # failed, timed_out
             self.span.add_event(
                 "exception",
                 {

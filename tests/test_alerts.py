@@ -123,13 +123,14 @@ def test_the_last_n_runs_failed():
 
 
 @pytest.mark.django_db
-def test_orphaned_runs_count_and_interrupted_runs_do_not_break_the_streak():
+def test_timed_out_and_orphaned_runs_count_interrupted_and_cancelled_do_not_break_the_streak():
     failing = recurring(due_ago=-MINUTE)
     runs(
         failing,
-        RunOutcome.FAILED,
+        RunOutcome.TIMED_OUT,
         RunOutcome.INTERRUPTED,
         RunOutcome.ORPHANED,
+        RunOutcome.CANCELLED,
         RunOutcome.FAILED,
         RunOutcome.RUNNING,
     )
