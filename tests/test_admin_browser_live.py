@@ -6,12 +6,14 @@ downloaded browser). The pages ask every second here instead of every 5 or 10.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
+from django_jobs.admin.live import LIVE_SECONDS
 from django_jobs.models import Job, JobState
 
 from .admin_support import make_job
@@ -44,7 +46,9 @@ def wait_for_updates(page: Any, more_than: int) -> None:
     )
 
 
-def test_job_page_follows_a_running_job(page: Any, live_server: Any) -> None:
+def test_job_page_follows_a_running_job(
+    page: Any, live_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = make_job(
         "limited",
         state=JobState.RUNNING,
@@ -64,7 +68,14 @@ def test_job_page_follows_a_running_job(page: Any, live_server: Any) -> None:
     page.wait_for_selector(".field-progress_detail progress[value='80']")
     assert "8 of 10 batches" in page.inner_text(".field-progress_detail")
     assert page.locator(".djj-live-changed").is_hidden()
-    screenshot(page, "live-job-page")
+    if os.environ.get("DJANGO_JOBS_SCREENSHOTS") == "1":  # at the interval users get
+        monkeypatch.setattr("django_jobs.admin.jobs.LIVE_SECONDS", LIVE_SECONDS)
+        page.reload()
+        wait_for_updates(page, 0)
+        screenshot(page, "live-job-page")
+        monkeypatch.setattr("django_jobs.admin.jobs.LIVE_SECONDS", 1)
+        page.reload()
+        page.evaluate("window.djjNotReloaded = true")
 
     Job.objects.filter(pk=job.pk).update(
         state=JobState.SUCCEEDED, progress=1.0, locked_by=None, last_finished_at=timezone.now()
