@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -35,3 +36,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "?"
+
+
+def machine_cpu() -> float:
+    """Seconds of CPU (user + system, every core) the machine has spent since boot."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    ticks = sum(int(x) for x in fields[:3]) + sum(int(x) for x in fields[5:8])
+    return ticks / os.sysconf("SC_CLK_TCK")
