@@ -84,6 +84,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
     # Only columns an index can sort: the primary key, (name, state) and next_run_at.
     sortable_by = ["id", "name", "next_run"]
     list_per_page = 50
+    list_max_show_all = 200  # live.MAX_IDS: the live updates take every row of such a page
     actions = list(BUTTONS)
 
     class Media:

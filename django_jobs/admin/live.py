@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 LIVE_SECONDS = 5  # how often the job list and the job page ask for their rows
 OVERVIEW_LIVE_SECONDS = 10  # the overview counts every job: asked for less often
-MAX_IDS = 100  # the longest page of the job list (list_per_page is 50)
+MAX_IDS = 200  # the longest page of the job list: "Show all" (list_max_show_all) lists 200
 
 # The cells that change while a job waits and runs: list columns and job page fields.
 LIVE_FIELDS = (
