@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import cpu_model, ms, pct, wait_until  # noqa: E402
+from benchmarks.measure import cpu_model, machine_cpu, ms, pct, wait_until  # noqa: E402
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue", "isolation")
 Row = tuple[str, str, str]  # workload, metric, value
@@ -189,14 +189,6 @@ class Runjobs:
         code = self.proc.wait(timeout)
         self.log.close()
         return code
-
-
-def machine_cpu() -> float:
-    """Seconds of CPU (user + system, every core) the machine has spent since boot."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()[1:]
-    ticks = sum(int(x) for x in fields[:3]) + sum(int(x) for x in fields[5:8])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # Workloads
