@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import time
@@ -219,3 +220,18 @@ def test_jobs_with_one_lock_key_never_overlap_and_other_keys_do(start_worker, tm
     for key in keys:
         assert largest_overlap([s for s in spans if s[0] == key]) == 1, key
     assert largest_overlap(spans) >= 2  # other keys ran beside each other
+
+
+def test_a_worker_without_limits_looks_for_lock_keys_once_a_poll_until_it_sees_one(monkeypatch):
+    from django_jobs.worker import process
+
+    monkeypatch.setattr(process.registry, "limited", lambda: [])
+    worker = process.Worker(poll_interval=5)
+    assert worker._look_for_limited()  # its first claim looks
+    worker._limited_look_at = time.monotonic() + 5  # it looked, and found none
+    assert not worker._look_for_limited()  # the ordinary claim alone until the next poll
+    worker._limited_seen_at = time.monotonic()  # a look found a limited job
+    assert worker._look_for_limited()  # so it looks at every claim for a while
+    monkeypatch.setattr(process.registry, "limited", lambda: ["capped"])
+    worker._limited_seen_at = -math.inf
+    assert worker._look_for_limited()  # a worker that declares limits looks every time

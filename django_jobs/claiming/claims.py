@@ -98,6 +98,9 @@ class ClaimOptions(TypedDict):
     using: NotRequired[str]
     # Jobs of a name this worker may still start, below its per-process concurrency.
     room: NotRequired[Mapping[str, int]]
+    # Look for limited jobs when slots are left (True); the worker looks only now and then
+    # while it has seen none and declares no limits (Worker._look_for_limited()).
+    limited: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class ClaimResult:
 
     claimed: list[tuple[Job, JobRun]]
     retry_in: float | None = None
+    looked: bool = False  # it looked for limited jobs
+    found_limited: bool = False  # and found some due, whether it could start them or not
 
 
 def claim_and_start(**options: Unpack[ClaimOptions]) -> list[tuple[Job, JobRun]]:
@@ -157,6 +162,7 @@ def _claim(
     exclude_names: Iterable[str] = (),
     using: str = "default",
     room: Mapping[str, int] | None = None,
+    limited: bool = True,
 ) -> ClaimResult:
     if limit <= 0:
         return ClaimResult([])
@@ -170,13 +176,14 @@ def _claim(
         using=using,
     )
     claimed = claim_strategy(connections[using])(request)
-    retry_in = None
-    if len(claimed) < limit:
-        more, retry_in = _claim_limited(replace(request, limit=limit - len(claimed)), room or {})
-        claimed += more
-    if claimed:
-        logger.debug("%s claimed %d job(s)", worker_id, len(claimed))
-    return ClaimResult(claimed, retry_in)
+    result = ClaimResult(claimed)
+    if limited and len(claimed) < limit:
+        rest = replace(request, limit=limit - len(claimed))
+        more, retry_in, found = _claim_limited(rest, room or {})
+        result = ClaimResult(claimed + more, retry_in, looked=True, found_limited=found)
+    if result.claimed:
+        logger.debug("%s claimed %d job(s)", worker_id, len(result.claimed))
+    return result
 
 
 MAX_GROUPS_PER_CLAIM = 20  # groups of limited jobs one claim looks at, each in its own lock
@@ -184,17 +191,19 @@ MAX_GROUPS_PER_CLAIM = 20  # groups of limited jobs one claim looks at, each in 
 
 def _claim_limited(
     request: _ClaimRequest, room: Mapping[str, int]
-) -> tuple[list[tuple[Job, JobRun]], float | None]:
+) -> tuple[list[tuple[Job, JobRun]], float | None, bool]:
     """Claim limited jobs one group (a name and a lock key) at a time, each in a short
     transaction that first takes the group's locks, then counts what the group holds.
 
     Every claim of a limited job takes the same locks, so no two count at once: the count
-    and the claim that follows it are exact across the cluster (see limits.py).
+    and the claim that follows it are exact across the cluster (see limits.py). Returns the
+    claimed jobs, the wait until a rate-limited job may start, and whether any was due.
     """
     claimed: list[tuple[Job, JobRun]] = []
     retry_in: float | None = None
     seen = Q(pk__in=[])  # the groups looked at (none yet), and the names and keys that are full
     free = request.limit
+    found_any = False
     strategy = claim_strategy(connections[request.using])
     for _ in range(MAX_GROUPS_PER_CLAIM):
         if free <= 0:
@@ -203,6 +212,7 @@ def _claim_limited(
         found = candidates.exclude(seen).values_list("name", "lock_key").first()
         if found is None:
             break
+        found_any = True
         group = Group(*found)
         seen |= Q(name=group.name, lock_key=group.lock_key)
         wanted = min(free, room.get(group.name, free))
@@ -223,7 +233,7 @@ def _claim_limited(
             seen |= Q(lock_key=group.lock_key)
         if space.retry_in is not None:
             retry_in = space.retry_in if retry_in is None else min(retry_in, space.retry_in)
-    return claimed, retry_in
+    return claimed, retry_in, found_any
 
 
 def claim_strategy(connection: Any) -> Callable[[_ClaimRequest], list[tuple[Job, JobRun]]]:

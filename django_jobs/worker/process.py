@@ -39,6 +39,10 @@ from .outbox import Outbox
 logger = logging.getLogger("django_jobs.worker")
 
 ERROR_BACKOFF_MAX = 30.0  # seconds between attempts after repeated errors (database down)
+# A worker that declares no limits looks for limited jobs (lock keys) at every claim for this
+# long after it last saw one, and otherwise once a poll interval: the ordinary claim stays one
+# statement for projects that use no limits.
+LIMITED_SEEN_FOR = 60.0  # seconds
 HAND_OFF_PAUSE = 0.0001  # seconds the claim loop yields after handing jobs to the pool
 RETENTION_EVERY = 3600.0  # seconds between two purges of old history by one worker
 # SQLite's clock ('now') has millisecond resolution: a job due at 10:00:00.1234 is not due by
@@ -114,6 +118,8 @@ class Worker:
         self._stopping = threading.Event()
         self._record: WorkerRecord | None = None
         self._limited_at: float | None = None  # monotonic time a rate-limited job may start
+        self._limited_seen_at = -math.inf  # monotonic time a claim last found a limited job
+        self._limited_look_at = 0.0  # monotonic time to look for limited jobs again, at least
         self._pool: ThreadPoolExecutor | None = None
 
     # Lifecycle
@@ -350,6 +356,14 @@ class Worker:
                 room[name] = max(definition.process_concurrency - count, 0)
         return room
 
+    def _look_for_limited(self) -> bool:
+        """Whether this claim looks for limited jobs too (see LIMITED_SEEN_FOR)."""
+        if self.burst or registry.limited():
+            # It runs definitions with limits, or must not leave before it has looked.
+            return True
+        now = time.monotonic()
+        return now - self._limited_seen_at < LIMITED_SEEN_FOR or now >= self._limited_look_at
+
     def _saturated_names(self) -> set[str]:
         """Names whose per-process concurrency limit is already in use."""
         return {name for name, left in self._process_room().items() if left <= 0}
@@ -370,8 +384,13 @@ class Worker:
             exclude_names={name for name, left in room.items() if left <= 0},
             using=self.using,
             room=room,
+            limited=self._look_for_limited(),
         )
         claimed = result.claimed
+        if result.looked:
+            self._limited_look_at = time.monotonic() + self.poll_interval
+        if result.found_limited:
+            self._limited_seen_at = time.monotonic()
         # A limited job held back by its rate limit may start then: sleep no longer.
         self._limited_at = None if result.retry_in is None else time.monotonic() + result.retry_in
         started = []
