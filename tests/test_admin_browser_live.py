@@ -178,3 +178,18 @@ def test_overview_counts_follow_the_database(page: Any, live_server: Any) -> Non
         "document.querySelector('#djj-counts .djj-total-failed').innerText.trim() === '1,234'"
     )
     assert page.evaluate("window.djjNotReloaded") is True
+
+
+def test_job_page_offers_a_reload_only_when_its_buttons_change(page: Any, live_server: Any) -> None:
+    job = make_job("record", next_run_at=timezone.now() + timedelta(seconds=2))
+    log_in(page, live_server, staff("viewer", "view_job"))
+    page.goto(f"{live_server.url}/admin/django_jobs/job/{job.pk}/change/")
+    assert page.locator(".field-state_display .djj-scheduled").count() == 1
+    # Its time comes: the badge says "due", the buttons stay those of a scheduled job.
+    page.wait_for_selector(".field-state_display .djj-due", timeout=10_000)
+    assert page.locator(".djj-live-changed").is_hidden()
+    Job.objects.filter(pk=job.pk).update(enabled=False)
+    page.wait_for_selector(".djj-live-changed:not([hidden])")
+    page.click(".djj-live-changed a")
+    page.wait_for_selector(".field-state_display .djj-disabled")
+    assert page.locator(".djj-live-changed").is_hidden()

@@ -58,7 +58,7 @@ def test_rows_of_the_asked_jobs_only(admin_client: Client) -> None:
     assert other.pk not in by_id
     assert data["gone"] == [999_999]
     running = by_id[jobs["running"].pk]
-    assert running["state"] == "running"
+    assert running["state"] == "running" and running["buttons"] == "running/enabled"
     assert 'class="djj-badge djj-running"' in running["fields"]["state_display"]
     assert '<progress value="42" max="100">' in running["fields"]["state_column"]
     assert "host:1:abc" in running["fields"]["state_column"]
@@ -209,7 +209,7 @@ def test_pages_carry_the_switch_and_the_script(admin_client: Client) -> None:
     assert f'data-ids="{ids}"' in html
     assert '<script src="/static/django_jobs/live.js" defer></script>' in html
     page = admin_client.get(job_url(jobs["running"])).content.decode()
-    assert f'data-ids="{jobs["running"].pk}" data-state="running"' in page
+    assert f'data-ids="{jobs["running"].pk}" data-state="running/enabled"' in page
     assert 'class="djj-live-switch"' in page
     overview = admin_client.get(overview_url()).content.decode()
     live = 'data-url="/admin/django_jobs/job/overview/live/?range=hour" data-interval="10"'

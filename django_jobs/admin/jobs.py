@@ -39,7 +39,7 @@ from .actions import (
 )
 from .changelist import BigTableMixin
 from .filters import NameFilter, QueueFilter, StateFilter
-from .live import LIVE_SECONDS
+from .live import LIVE_SECONDS, buttons_key
 from .search import JOB_SEARCH_HELP, search_jobs
 from .views import JobViewsMixin
 
@@ -383,7 +383,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
             )
             + f"?job__id__exact={job.pk}",
             "upcoming": upcoming_runs(job),
-            "live_state": display.display_state(job),
+            "live_state": buttons_key(job),
             **self.live_context(),
             **self.crumbs_context([("", str(job))]),
         }

@@ -109,6 +109,15 @@ def parse_ids(text: str) -> list[int] | None:
     return list(dict.fromkeys(ids))
 
 
+def buttons_key(job: Job) -> str:
+    """What the job page's buttons depend on: the stored state and whether it is enabled.
+
+    The job page tells the user to reload when this changes, not when a waiting job merely
+    becomes due.
+    """
+    return f"{job.state}/{'enabled' if job.enabled else 'disabled'}"
+
+
 def cell(model_admin: JobAdmin, name: str, job: Job) -> str:
     """One cell as the list and the job page show it, escaped."""
     try:
@@ -139,6 +148,7 @@ def job_rows(model_admin: JobAdmin, request: HttpRequest) -> HttpResponse:
                 {
                     "id": pk,
                     "state": display.display_state(job),
+                    "buttons": buttons_key(job),
                     "fields": {name: cell(model_admin, name, job) for name in LIVE_FIELDS},
                 }
                 for pk, job in found.items()

@@ -2,8 +2,9 @@
  *
  * Every few seconds (data-interval) while the tab is visible and the switch is on, asks the
  * page's JSON view (data-url) for what changed, and puts it in place:
- *   - {"jobs": [{"id", "state", "fields": {name: html}}], "gone": [id]}: the cells named
- *     .field-<name> of each job's row (the list) or of the job page;
+ *   - {"jobs": [{"id", "state", "buttons", "fields": {name: html}}], "gone": [id]}: the
+ *     cells named .field-<name> of each job's row (the list) or of the job page, where a
+ *     change of "buttons" (state and enabled) offers a reload for the new buttons;
  *   - {"sections": {element id: html}}: whole parts of the overview.
  * The HTML comes from the admin's own templates and display functions, escaped there.
  * The switch is remembered in localStorage; polling stops while the tab is hidden.
@@ -83,7 +84,7 @@
                     return;
                 }
                 setCells(container, job.fields || {});
-                if (initialState !== null && changed && job.state !== initialState) {
+                if (initialState !== null && changed && job.buttons !== initialState) {
                     changed.hidden = false;
                 }
             });
