@@ -187,3 +187,12 @@ def test_queue_values_come_from_every_state() -> None:
     make_job("x", queue="only-disabled", enabled=False)
     make_job("x", queue="only-cancelled", state=JobState.CANCELLED)
     assert job_queues("default") == ["only-cancelled", "only-disabled", "only-failed"]
+
+
+def test_the_page_lists_at_most_max_values_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_jobs.admin import queues
+
+    monkeypatch.setattr(queues, "MAX_VALUES", 3)
+    for name in ["q1", "q2", "q3", "q4", "q5"]:
+        make_job("x", queue=name)
+    assert len(queue_rows("default")) == 3

@@ -119,7 +119,8 @@ def queue_rows(using: str, now: datetime | None = None) -> list[QueueRow]:
         .values_list("value", flat=True)[:MAX_VALUES]
     )
     queues = set(job_queues(using)) | registered_queues() | paused
-    rows = {queue: QueueRow(queue, paused=queue in paused) for queue in sorted(queues)}
+    shown = sorted(queues)[:MAX_VALUES]
+    rows = {queue: QueueRow(queue, paused=queue in paused) for queue in shown}
     for queue, row in rows.items():
         row.counts = {
             key: capped_count(jobs.filter(_queue_condition(key, queue))) for key in QUEUE_STATES
