@@ -17,6 +17,8 @@ Bounds (the docs' "Bounds" table lists the same):
 - names: ``QUEUE_MAX_LENGTH``, ``NAME_MAX_LENGTH``, ``UNIQUE_KEY_MAX_LENGTH`` characters.
 - numbers: the ``Bound`` constants below (attempts, concurrency, backoff, lock lifetimes,
   worker options, settings).
+- rate limits: at most ``MAX_RATE_COUNT`` starts per period, a period from
+  ``MIN_RATE_PERIOD`` to ``MAX_RATE_PERIOD`` seconds (``check_rate_limit()``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ __all__ = [
     "MAX_POLL_INTERVAL",
     "MAX_PRIORITY",
     "MAX_PROCESSES",
+    "MAX_RATE_COUNT",
+    "MAX_RATE_PERIOD",
     "MAX_STALE_WORKER_AFTER",
     "MAX_WHEN",
     "MAX_WORKER_CONCURRENCY",
@@ -67,6 +71,7 @@ __all__ = [
     "MIN_JSON_INT",
     "MIN_LOCK_LIFETIME",
     "MIN_PRIORITY",
+    "MIN_RATE_PERIOD",
     "MIN_WHEN",
     "NAME_MAX_LENGTH",
     "POLL_INTERVAL",
@@ -74,6 +79,7 @@ __all__ = [
     "PROCESSES",
     "QUEUE_MAX_LENGTH",
     "QUEUE_RULE",
+    "RATE_LIMIT_RULE",
     "RESERVED_KEY_PREFIX",
     "SCHEDULE_MAX_LENGTH",
     "SETTINGS_BOUNDS",

@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models import Count, Min
 
 from ..db import db_now_plus, write_transaction
@@ -96,10 +96,10 @@ def group_lock(using: str, group: Group) -> Iterator[bool]:
             with write_transaction(using):
                 yield True
         finally:
-            if taken:
-                with connection.cursor() as cursor:
-                    for lock in taken:
-                        cursor.execute("SELECT RELEASE_LOCK(%s)", [lock])
+            # A connection that was lost released its named locks with it.
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+                for lock in taken:
+                    cursor.execute("SELECT RELEASE_LOCK(%s)", [lock])
         return
     with write_transaction(using):
         if connection.vendor == "postgresql" and names:
