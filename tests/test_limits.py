@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 import time
@@ -235,3 +236,22 @@ def test_a_worker_without_limits_looks_for_lock_keys_once_a_poll_until_it_sees_o
     monkeypatch.setattr(process.registry, "limited", lambda: ["capped"])
     worker._limited_seen_at = -math.inf
     assert worker._look_for_limited()  # a worker that declares limits looks every time
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_worker_waiting_for_a_rate_window_sleeps_instead_of_spinning(start_worker):
+    schedule_many(("now", "rated", {}) for _ in range(25))
+    worker = start_worker("--concurrency", "4", "--poll-interval", "0.05")
+    wait_for(all_ended("rated", 20))
+    before = cpu_seconds(worker.pid)
+    time.sleep(1)  # the other 5 wait for the window, about 2 s after the first 20 started
+    assert cpu_seconds(worker.pid) - before < 0.3  # a loop that claims and sleeps 0 burns ~1 s
+    assert Job.objects.filter(name="rated", state=JobState.SCHEDULED).count() == 5
+    wait_for(all_ended("rated", 25))
+    assert JobRun.objects.filter(job_name="rated").count() == 25
