@@ -133,6 +133,22 @@ def test_a_claim_takes_no_more_than_the_cluster_concurrency_and_a_lapsed_lock_fr
     assert other.pk in {j.pk for j in first} and len(jobs) == 6
 
 
+def test_the_limits_hold_in_the_orm_only_claim_too(monkeypatch):
+    """The compare-and-set claim (old SQLite, MongoDB later) claims limited groups alike."""
+    from django_jobs.claiming import claims
+
+    monkeypatch.setattr(claims, "claim_strategy", lambda connection: claims._claim_compare_and_set)
+    for _ in range(5):
+        now("capped")
+    a1, a2 = now("record", lock_key="a"), now("record", lock_key="a")
+    plain = now("record")
+    claimed = claim_jobs("w1", limit=10)
+    assert sorted(j.name for j in claimed) == ["capped"] * 3 + ["record"] * 2
+    assert {a1.pk, plain.pk} <= {j.pk for j in claimed}
+    assert claim_jobs("w2", limit=10) == []
+    assert Job.objects.get(pk=a2.pk).state == JobState.SCHEDULED
+
+
 def test_a_lock_key_runs_one_at_a_time_and_other_keys_beside_it():
     a1, a2 = now("keyed", lock_key="a"), now("keyed", lock_key="a")
     b1 = now("record", lock_key="b")

@@ -31,7 +31,7 @@ def claimable(
 ) -> JobQuerySet:
     """Due, unpaused jobs in claim order. The ordinary claim takes the rows that are not
     `limited`; the limited ones (a cluster-wide concurrency, a rate limit or a lock key) are
-    claimed one group at a time under that group's lock (claim_limited())."""
+    claimed one group at a time under that group's lock (_claim_limited())."""
     qs = Job.objects.using(using).due().unpaused().filter(limited=limited)
     if queues:
         qs = qs.filter(queue__in=list(queues))

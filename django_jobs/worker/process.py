@@ -364,10 +364,6 @@ class Worker:
         now = time.monotonic()
         return now - self._limited_seen_at < LIMITED_SEEN_FOR or now >= self._limited_look_at
 
-    def _saturated_names(self) -> set[str]:
-        """Names whose per-process concurrency limit is already in use."""
-        return {name for name, left in self._process_room().items() if left <= 0}
-
     def _claim(self) -> list[Job]:
         with self._lock:
             free = self.concurrency - len(self._running)
