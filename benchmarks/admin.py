@@ -63,6 +63,7 @@ STATES = [
     "failed",
     "recurring",
     "disabled",
+    "attention",
 ]
 RUN_SPAN = 7 * 24 * 3600  # seconds: runs are spread over the last 7 days
 

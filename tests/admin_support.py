@@ -20,6 +20,8 @@ XSS_ESCAPED = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
 # Superuser: session + user, then the page's own queries.
 LIST_QUERIES = 4  # session, user, capped count, one page of jobs
 JOB_PAGE_QUERIES = 4  # session, user, the job, its latest runs
+# An enabled recurring job's page also asks alerts.py whether it is late or failing.
+ALERT_QUERIES = 1
 OVERVIEW_QUERIES = 5  # session, user, counts per name, runs per interval, live workers
 RUN_LIST_QUERIES = 4  # session, user, capped count, one page of runs
 WORKER_LIST_QUERIES = 4  # session, user, count, workers with their running jobs

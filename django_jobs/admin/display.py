@@ -43,6 +43,8 @@ FILTER_LABELS = {
     **dict(list(STATE_LABELS.items())[:2]),
     "retrying": gettext_lazy("retrying"),
     **dict(list(STATE_LABELS.items())[2:]),
+    # Recurring jobs that run late or keep failing (alerts.py, as jobstatus and the metrics).
+    "attention": gettext_lazy("needs attention"),
 }
 
 
@@ -59,6 +61,10 @@ def state_q(key: str) -> Q:
         return Q(enabled=False)
     if key == "retrying":
         return Q(state=JobState.SCHEDULED, attempts__gt=0)
+    if key == "attention":
+        from ..alerts import alert_q  # alerts reads the models, loaded after the admin module
+
+        return alert_q()
     return Q(state=key)
 
 

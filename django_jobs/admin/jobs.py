@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import QuerySet, TextField
@@ -18,11 +18,12 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .. import states
+from .. import alerts, states
 from ..conf import settings
 from ..exceptions import JobsError
 from ..forms import RescheduleForm
 from ..models import Job, JobRun, JobState
+from ..pauses import held_back
 from ..recurring import preview
 from ..registry import registry
 from ..schedules import get_timezone, parse_schedule
@@ -359,7 +360,42 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         if obj is not None:
             context.update(self.job_page_context(request, obj))
             context["title"] = _("Job")  # not "Change job": the page changes nothing itself
+            self.warn_of(request, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def warn_of(self, request: HttpRequest, job: Job) -> None:
+        """What an operator must see first on a job's page: a pause that holds it back, a
+        late-job alert (alerts.py), a cancel its worker has not acted on yet."""
+        # Each look is a query: asked only of the jobs it can concern.
+        held = held_back(job) if job.state == JobState.SCHEDULED else None
+        if held is not None:
+            who = _(" by %(who)s") % {"who": held.paused_by} if held.paused_by else ""
+            why = f" ({held.reason})" if held.reason else ""
+            messages.warning(
+                request,
+                _(
+                    "Paused: %(what)s was paused%(who)s%(why)s, so no worker claims this job "
+                    "until it is resumed."
+                )
+                % {"what": held, "who": who, "why": why},
+            )
+        alert = alerts.reason(job) if job.recurring and job.enabled else ""
+        if alert:
+            messages.warning(request, _("Needs attention: %(reason)s") % {"reason": alert})
+        if job.state == JobState.RUNNING and job.cancel_requested_at is not None:
+            messages.warning(
+                request,
+                _(
+                    "Cancel requested%(who)s at %(when)s. The job has not stopped yet: it keeps "
+                    "its lock until it ends, and its run is then recorded as cancelled."
+                )
+                % {
+                    "who": _(" by %(who)s") % {"who": job.cancel_requested_by}
+                    if job.cancel_requested_by
+                    else "",
+                    "when": display.exact_time(job.cancel_requested_at),
+                },
+            )
 
     def job_page_context(self, request: HttpRequest, job: Job) -> dict[str, Any]:
         runs = list(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -258,9 +259,30 @@ def _where_sql(connection: Any, queryset: JobQuerySet) -> tuple[str, list[Any]]:
 def _claimable_sql(connection: Any, request: _ClaimRequest) -> tuple[str, str, list[Any]]:
     """The WHERE and ORDER BY of the claim query, compiled from claimable(), with parameters."""
     c = quoted_columns(Job, connection)
-    where, params = _where_sql(connection, _claimable_for(request))
+    if request.group is None:
+        # The ordinary claim, every few milliseconds under load: compiled once per shape.
+        where, cached = _ordinary_where(
+            connection.alias, tuple(request.queues), tuple(request.exclude)
+        )
+        params = list(cached)
+    else:
+        where, params = _where_sql(connection, _claimable_for(request))
     order = f"{c['priority']} DESC, {c['next_run_at']}, {c['id']}"
     return where, order, params
+
+
+@functools.lru_cache(maxsize=256)
+def _ordinary_where(
+    using: str, queues: tuple[str, ...], exclude: tuple[str, ...]
+) -> tuple[str, tuple[Any, ...]]:
+    """claimable()'s WHERE for these queues and excluded names, compiled for `using`.
+
+    The same query compiles to the same SQL and parameters every time (the database's clock
+    is a function in the SQL, not a parameter), and compiling it costs as much as the rest
+    of the claim's Python; see docs/performance.md.
+    """
+    where, params = _where_sql(connections[using], claimable(using, list(queues), exclude))
+    return where, tuple(params)
 
 
 def _new_run(job: Job, request: _ClaimRequest) -> JobRun:

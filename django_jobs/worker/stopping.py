@@ -39,29 +39,33 @@ CANCEL = "cancel"
 
 
 class StopRequest:
-    """One run's stop: requested at most once (the first reason wins), seen by the job."""
+    """One run's stop: requested at most once (the first reason wins), seen by the job.
+
+    Made for every run, so it is light: a lock and a few attributes; an Event only for a
+    caller that waits (see wait())."""
+
+    __slots__ = ("_callbacks", "_lock", "_waiter", "by", "closed", "reason", "requested", "timeout")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], Any]] = []
+        self._waiter: threading.Event | None = None
+        self.requested = False  # read by job.stop_requested without the lock (a bool)
         self.reason = ""
         self.by = ""
         self.timeout: float | None = None  # seconds, when the run has a deadline
         self.closed = False  # the run has ended: later requests change nothing
 
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
-
     def request(self, reason: str, by: str = "") -> bool:
         """Ask the job to stop; False if it was asked already."""
         with self._lock:
-            if self._event.is_set() or self.closed:
+            if self.requested or self.closed:
                 return False
             self.reason, self.by = reason, by
-            self._event.set()
+            self.requested = True
             callbacks, self._callbacks = self._callbacks, []
+            if self._waiter is not None:
+                self._waiter.set()
         for callback in callbacks:
             _call(callback)
         return True
@@ -69,7 +73,7 @@ class StopRequest:
     def on_request(self, callback: Callable[[], Any]) -> None:
         """Call `callback` when a stop is requested (at once if it has been)."""
         with self._lock:
-            if not self._event.is_set():
+            if not self.requested:
                 self._callbacks.append(callback)
                 return
         _call(callback)
@@ -90,7 +94,14 @@ class StopRequest:
             return self.reason
 
     def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
+        """Wait up to `timeout` seconds for a stop request; True if there is one."""
+        with self._lock:
+            if self.requested:
+                return True
+            if self._waiter is None:
+                self._waiter = threading.Event()
+            waiter = self._waiter
+        return waiter.wait(timeout)
 
 
 def _call(callback: Callable[[], Any]) -> None:
