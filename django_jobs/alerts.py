@@ -26,7 +26,7 @@ from .conf import settings
 from .db import EARLIEST_TIME, DbNow, db_now_plus
 from .models import Job, JobRun, JobState, RunOutcome
 from .registry import registry
-from .signals import job_overdue
+from .signals import job_overdue, send_signal
 
 logger = logging.getLogger("django_jobs.alerts")
 
@@ -227,17 +227,7 @@ def announce_overdue(using: str | None = None) -> list[Alert]:
 
 
 def _send(alert: Alert) -> None:
-    for receiver, response in job_overdue.send_robust(
-        sender=Job, job=alert.job, alert=alert, reason=alert.reason
-    ):
-        if isinstance(response, Exception):
-            logger.error(
-                "Receiver %s of job_overdue raised %s: %s (job %s).",
-                getattr(receiver, "__qualname__", receiver),
-                type(response).__name__,
-                response,
-                alert.job,
-            )
+    send_signal(job_overdue, job=alert.job, alert=alert, reason=alert.reason)
 
 
 class OverdueWatcher:

@@ -20,7 +20,7 @@ from ..conf import settings
 from ..exceptions import JobStopped, UnknownJob
 from ..models import Job, JobRun, RunOutcome
 from ..registry import JobDefinition, registry
-from ..signals import job_failed, job_started, job_succeeded
+from ..signals import job_failed, job_started, job_succeeded, send_signal
 from ..validation import check_json
 from . import isolation, stopping
 
@@ -237,19 +237,3 @@ def _report(entry: Running, report: Report, signal: Signal, **outcome: Any) -> N
     if entry.watch is not None:
         entry.watch.ended(ended)
     report(entry, ended, signal)
-
-
-def send_signal(signal: Signal, **kwargs: Any) -> None:
-    """Send a job signal; a receiver that raises is logged and cannot break the run."""
-    # With a plain send(), a failing job_started receiver would leave the job running until
-    # its lock expired and then record it as orphaned. send_robust() logs the traceback to
-    # "django.dispatch"; this says which job it was.
-    for receiver, response in signal.send_robust(sender=Job, **kwargs):
-        if isinstance(response, Exception):
-            logger.error(
-                "Receiver %s of a django_jobs signal raised %s: %s (job %s).",
-                getattr(receiver, "__qualname__", receiver),
-                type(response).__name__,
-                response,
-                kwargs.get("job"),
-            )
