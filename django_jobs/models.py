@@ -27,6 +27,7 @@ from .notify import ask_to_stop, wake_workers
 from .recurring import (  # noqa: F401  (the prefix is re-exported with the models)
     RECURRING_KEY_PREFIX,
     declared_in_code,
+    declared_keys,
     declared_refusal,
     first_run,
     owned_by_code,
@@ -54,6 +55,25 @@ def due_q() -> models.Q:
     """The one definition of "due", by the database's clock: the ORM's due(), the admin's
     state filter, and the raw claim statements (compiled from due()) all read it."""
     return models.Q(state=JobState.SCHEDULED, enabled=True, next_run_at__lte=DbNow())
+
+
+DELETING_ACTIONS = ("cancel", "delete_finished")
+
+
+def allowed_q(action: str) -> models.Q:
+    """The rows `action` may start from (states.ACTIONS), as a condition for one statement."""
+    one_off = sorted(allowed_states(action, recurring=False))
+    recurring = sorted(allowed_states(action, recurring=True))
+    if one_off == recurring:
+        return models.Q(state__in=one_off)
+    return models.Q(schedule="", state__in=one_off) | (
+        ~models.Q(schedule="") & models.Q(state__in=recurring)
+    )
+
+
+def _retry_changes() -> dict[str, Any]:
+    """What a retry writes, for one job (Job.retry) and many (JobQuerySet.retry)."""
+    return {"state": JobState.SCHEDULED, "next_run_at": DbNow(), "attempts": 0}
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -108,6 +128,42 @@ class JobQuerySet(models.QuerySet["Job"]):
                 name__in=unlimited, limited=True, lock_key__isnull=True
             ).update(limited=False)
         return changed
+
+    # Bulk state changes (the admin's actions over a whole filter), one statement each: the
+    # state rule of states.ACTIONS is part of it, so a row that a worker or someone else
+    # changed since it was read is skipped, never touched. Callers keep each set small (a
+    # batch of ids) so that no transaction holds many rows for long.
+
+    def allowing(self, action: str) -> JobQuerySet:
+        """The rows `action` may start from (states.ACTIONS); for the actions that delete,
+        never a recurring row the code declares (the next worker start would add it again)."""
+        rows = self.filter(allowed_q(action))
+        if action in DELETING_ACTIONS:
+            rows = rows.exclude(unique_key__in=declared_keys())
+        return rows
+
+    def retry(self) -> int:
+        """Run the failed jobs among these again from their first attempt; returns how many."""
+        db = self.db or "default"
+        with write_transaction(db):
+            retried = self.allowing("retry").update(**_retry_changes(), updated_at=DbNow())
+        if retried:
+            wake_workers(db, self.values_list("queue", flat=True).distinct().order_by())
+        return retried
+
+    def delete_finished(self) -> int:
+        """Delete the finished jobs among these (never a pending or running job, nor a
+        recurring row the code declares); returns how many. Their runs stay, unlinked."""
+        db = self.db or "default"
+        doomed = self.allowing("delete_finished")
+        with write_transaction(db):
+            # Locked first (SQLite's write lock already holds them all): no retry or run now
+            # can make one of them pending between this look and the delete.
+            ids = list(doomed.select_for_update().order_by().values_list("pk", flat=True))
+            if ids:
+                # Only the key: a row whose data Python cannot load can still be deleted.
+                Job.objects.using(db).filter(pk__in=ids).only("pk").delete()
+        return len(ids)
 
     # The one home for creating job rows: schedule(), schedule_many(), now(), run-now copies,
     # the tasks backend and the recurring sync all come here, and every new row that is due
@@ -402,13 +458,7 @@ class Job(models.Model):
 
     def retry(self) -> Job:
         """Run a failed job again from its first attempt."""
-        self._transition(
-            "retry",
-            "retry",
-            state=JobState.SCHEDULED,
-            next_run_at=DbNow(),
-            attempts=0,
-        )
+        self._transition("retry", "retry", **_retry_changes())
         return self._wake_workers()
 
     def reschedule(self, at: datetime) -> Job:
@@ -505,6 +555,20 @@ class Job(models.Model):
             self._transition("cancel", "cancel", state=JobState.CANCELLED)
             # Only the key: a row whose data Python cannot load can still be cancelled.
             Job.objects.using(self._state.db).filter(pk=self.pk).only("pk").delete()
+
+    def delete_finished(self) -> None:
+        """Delete a finished job (succeeded, failed or cancelled): the admin's Delete. A
+        pending or running job is refused (see cancel), as is a recurring row the code
+        declares."""
+        if self.declared_in_code:
+            raise JobStateError(declared_refusal(str(self), doing="deleting"))
+        if not Job.objects.using(self._state.db).filter(pk=self.pk).delete_finished():
+            self.refresh_from_db(fields=["state"])  # DoesNotExist when someone deleted it
+            raise JobStateError(
+                f"Cannot delete job {self} while it is {self.get_state_display()}. Only "
+                "finished jobs (succeeded, failed or cancelled) are deleted; cancel a waiting "
+                "job instead."
+            )
 
 
 def _woken(job: Job, fields: dict[str, Any]) -> Job:

@@ -84,11 +84,11 @@ def declared_keys(definitions: Registry = registry) -> list[str]:
     return [recurring_key(d.name) for d in definitions.recurring()]
 
 
-def declared_refusal(job_text: str) -> str:
-    """Why a recurring job declared in code is not cancelled, and what to do instead."""
+def declared_refusal(job_text: str, doing: str = "cancelling") -> str:
+    """Why a recurring job declared in code is not cancelled (nor deleted), and what to do."""
     return (
         f"Recurring job {job_text} is declared in the code (@job(..., schedule=...)), so "
-        "cancelling it would last only until the next worker starts and adds it again. "
+        f"{doing} it would last only until the next worker starts and adds it again. "
         "Disable it instead (that lasts across restarts), or remove its schedule from the "
         "code: its row is then disabled, and can be cancelled."
     )

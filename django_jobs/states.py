@@ -91,6 +91,11 @@ ACTIONS: dict[str, ActionRule] = {
         recurring=frozenset({JobState.RUNNING}),
         permission="cancel_running_job",
     ),
+    # Deleting keeps to finished jobs: a waiting one is cancelled, a running one never goes.
+    # (A recurring row the code declares is kept whatever its state: recurring.declared_in_code.)
+    "delete_finished": ActionRule(
+        one_off=FINISHED_STATES, recurring=FINISHED_STATES, permission="delete_job"
+    ),
 }
 
 

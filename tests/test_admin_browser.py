@@ -233,3 +233,31 @@ def test_run_now_button_is_absent_without_the_permission(page: Any, live_server:
     page.goto(f"{live_server.url}/admin/django_jobs/job/{job.pk}/change/")
     assert page.locator("button.djj-tool-run_now").count() == 1
     assert page.locator("a.djj-tool-reschedule").count() == 0
+
+
+def test_retry_every_failed_job_of_a_filter_in_batches(
+    page: Any, live_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_jobs.admin import bulk
+
+    monkeypatch.setattr(bulk, "BATCH_SIZE", 7)  # several batches: the live server shares it
+    jobs = [
+        make_job("refund-order", state=JobState.FAILED, next_run_at=None, attempts=3)
+        for _ in range(60)  # more than a page of 50, so "Select all 60" is needed
+    ]
+    other = make_job("record", state=JobState.FAILED, next_run_at=None)
+    log_in(page, live_server, staff("operator", "view_job", "run_job"))
+
+    page.goto(f"{live_server.url}/admin/django_jobs/job/?state=failed&name=refund-order")
+    page.click("#action-toggle")
+    page.click(".actions .question a")
+    page.select_option("select[name=action]", "retry")
+    page.click("button[name=index]")
+    page.wait_for_selector(
+        "text=This retries 60 failed jobs matching state=failed&name=refund-order. Continue?"
+    )
+    page.click("input[type=submit][value='Yes, retry them']")
+    page.wait_for_selector("text=Retried 60 failed jobs.")
+    assert "state=failed" in page.url and "name=refund-order" in page.url
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], state=JobState.SCHEDULED).count() == 60
+    assert Job.objects.get(pk=other.pk).state == JobState.FAILED

@@ -467,7 +467,16 @@ def test_upcoming_runs_at_the_end_of_the_calendar() -> None:
 # Buttons and bulk actions follow states.ACTIONS
 
 
-BUTTONS = ["run_now", "retry", "reschedule", "disable", "enable", "cancel", "cancel_running"]
+BUTTONS = [
+    "run_now",
+    "retry",
+    "reschedule",
+    "disable",
+    "enable",
+    "cancel",
+    "cancel_running",
+    "delete_finished",
+]
 CODENAMES = sorted({rule.permission for rule in states.ACTIONS.values()})
 
 

@@ -183,7 +183,7 @@ def test_actions_offered_follow_the_permissions() -> None:
     assert offered("run_job") == {"run_now", "retry"}
     assert offered("reschedule_job") == {"reschedule"}
     assert offered("change_job") == {"disable", "enable"}
-    assert offered("delete_job") == {"cancel"}  # and never Django's delete_selected
+    assert offered("delete_job") == {"cancel", "delete_finished"}  # never delete_selected
     assert offered("add_job", "run_job", "reschedule_job", "change_job", "delete_job") == {
         "run_now",
         "retry",
@@ -191,6 +191,7 @@ def test_actions_offered_follow_the_permissions() -> None:
         "disable",
         "enable",
         "cancel",
+        "delete_finished",
     }
 
 

@@ -36,7 +36,16 @@ ACTION_LIMIT = 1000  # jobs one action may change; more are refused, so a reques
 ERRORS_SHOWN = 10  # refusals reported one by one; the rest are summed up
 # The buttons of the job page and the bulk actions of the list, in their order; each is an
 # action of states.ACTIONS (reschedule also covers a recurring job's change_schedule).
-BUTTONS = ("run_now", "retry", "reschedule", "disable", "enable", "cancel", "cancel_running")
+BUTTONS = (
+    "run_now",
+    "retry",
+    "reschedule",
+    "disable",
+    "enable",
+    "cancel",
+    "cancel_running",
+    "delete_finished",
+)
 
 
 @dataclass(frozen=True)
@@ -286,12 +295,13 @@ def cancel_states(*recurring: bool) -> str:
     return _("%(states)s or %(last)s") % {"states": ", ".join(labels[:-1]), "last": labels[-1]}
 
 
-def log_deletion(request: HttpRequest, job: Job) -> Any:
-    """A DELETION LogEntry for a cancelled job (ModelAdmin.log_deletions takes no message)."""
+def log_deletion(request: HttpRequest, job: Job, message: str = "Cancelled.") -> Any:
+    """A DELETION LogEntry for a cancelled or deleted job (ModelAdmin.log_deletions takes no
+    message)."""
     return LogEntry.objects.log_actions(
         user_id=cast(int, request.user.pk),
         queryset=[job],
         action_flag=DELETION,
-        change_message="Cancelled.",
+        change_message=message,
         single_object=True,
     )

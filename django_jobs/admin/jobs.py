@@ -38,6 +38,7 @@ from .actions import (
     reschedule_action,
     reschedule_rule,
 )
+from .bulk import bulk_view
 from .changelist import BigTableMixin
 from .filters import NameFilter, QueueFilter, StateFilter
 from .live import LIVE_SECONDS, buttons_key
@@ -100,7 +101,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
     def offers(self, request: HttpRequest, action: str, job: Job) -> bool:
         """Whether this user may apply `action` to `job` in its current state."""
         # The reschedule page also takes a recurring job's new schedule (change_schedule).
-        if action == "cancel" and job.declared_in_code:
+        if action in ("cancel", "delete_finished") and job.declared_in_code:
             return False  # it would come back at the next worker start: disable it instead
         rules = [action]
         if action == "reschedule" and job.recurring:
@@ -131,6 +132,9 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
 
     def has_cancel_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return self.has_action_permission(request, "cancel")
+
+    def has_delete_finished_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return self.has_action_permission(request, "delete_finished")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
         return super().get_queryset(request).using(settings.DATABASE).defer(*STORED_JSON)
@@ -442,6 +446,8 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
                 href, label = reverse(url + "reschedule", args=[job.pk]), _("Reschedule")
             elif name == "cancel":
                 href, label = reverse(url + "delete", args=[job.pk]), _("Cancel")
+            elif name == "delete_finished":
+                href, label = reverse(url + "delete_finished", args=[job.pk]), _("Delete")
             else:
                 href, label = reverse(url + "action", args=[job.pk, name]), ACTIONS[name].label
             buttons.append({"name": name, "url": href, "label": label, "post": name in ACTIONS})
@@ -459,8 +465,11 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         self._bulk(request, queryset, ACTIONS["run_now"])
 
     @admin.action(permissions=["retry"], description=gettext_lazy("Retry selected failed jobs"))
-    def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+    def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        if request.POST.get("select_across") == "1":
+            return bulk_view(self, request, queryset, "retry")  # the whole filter, in batches
         self._bulk(request, queryset, ACTIONS["retry"])
+        return None
 
     @admin.action(permissions=["disable"], description=gettext_lazy("Disable selected jobs"))
     def disable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
@@ -499,6 +508,13 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
             cancel_jobs(request, jobs)
             return None
         return self.render_cancel(request, jobs, bulk=True)
+
+    @admin.action(
+        permissions=["delete_finished"],
+        description=gettext_lazy("Delete selected finished jobs"),
+    )
+    def delete_finished(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        return bulk_view(self, request, queryset, "delete_finished")
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

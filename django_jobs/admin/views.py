@@ -24,11 +24,21 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..conf import settings
-from ..exceptions import JobsError
+from ..exceptions import JobsError, JobStateError
 from ..forms import CreateJobForm, RescheduleForm
 from ..models import Job
 from . import display
-from .actions import ACTIONS, apply, cancel_jobs, cancel_states, reschedule_action, reschedule_rule
+from .actions import (
+    ACTIONS,
+    apply,
+    cancel_jobs,
+    cancel_states,
+    log_deletion,
+    report_errors,
+    reschedule_action,
+    reschedule_rule,
+    unreadable,
+)
 from .display import STATE_LABELS
 from .live import OVERVIEW_LIVE_SECONDS, error, job_rows, json_response, live_view
 from .overview import RANGES, build_chart, counts_by_name, live_workers, run_buckets
@@ -69,6 +79,11 @@ class JobViewsMixin(_Base):
                 "<path:object_id>/actions/<str:action>/",
                 wrap(self.job_action_view),
                 name=f"{info}_action",
+            ),
+            path(
+                "<path:object_id>/delete-finished/",
+                wrap(self.delete_finished_view),
+                name=f"{info}_delete_finished",
             ),
             path(
                 "<path:object_id>/reschedule/",
@@ -201,6 +216,38 @@ class JobViewsMixin(_Base):
                 return HttpResponseRedirect(self.changelist_url())
             return HttpResponseRedirect(self.job_url(job))
         return self.render_cancel(request, [job], bulk=False)
+
+    # Delete a finished job (the bulk form is in bulk.py)
+
+    def delete_finished_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_delete_finished_permission(request):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        job = self.get_job(request, object_id)
+        if request.method == "POST":
+            try:
+                job.delete_finished()
+            except Job.DoesNotExist:
+                report_errors(request, [_("Job #%(id)s no longer exists.") % {"id": job.pk}])
+                return HttpResponseRedirect(self.changelist_url())
+            except JobStateError as exc:
+                report_errors(request, [str(exc)])
+                return HttpResponseRedirect(self.job_url(job))
+            except (RecursionError, ValueError) as exc:
+                report_errors(request, [unreadable(job, exc)])
+                return HttpResponseRedirect(self.job_url(job))
+            log_deletion(request, job, "Deleted (finished).")
+            messages.success(request, _("Deleted %(job)s.") % {"job": job})
+            return HttpResponseRedirect(self.changelist_url())
+        crumbs = [(self.job_url(job), str(job)), ("", _("Delete"))]
+        context = {
+            **self.page_context(request, _("Delete %(job)s") % {"job": job}, crumbs),
+            "question": _("Delete %(job)s (%(state)s)? Its run history stays.")
+            % {"job": job, "state": job.get_state_display()},
+            "confirm": _("Yes, delete"),
+            "deleting": True,
+            "back_url": self.job_url(job),
+        }
+        return TemplateResponse(request, TEMPLATE_DIR + "bulk.html", context)
 
     def render_cancel(self, request: HttpRequest, jobs: list[Job], *, bulk: bool) -> HttpResponse:
         title = _("Cancel jobs") if bulk else _("Cancel %(job)s") % {"job": jobs[0]}
