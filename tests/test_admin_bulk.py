@@ -384,3 +384,14 @@ def test_odd_filters_never_fail(admin_client: Client, query: str) -> None:
     job = failed()
     response = admin_client.post(changelist_url() + query, whole("delete_finished", job))
     assert response.status_code in (200, 302)
+
+
+@pytest.mark.parametrize("action", ["delete_finished", "retry", "disable"])
+@pytest.mark.parametrize("ids", ["abc", "1.5", "", "²", "9" * 20, "9" * 5000, "-1"])
+def test_forged_ids_are_400(admin_client: Client, action: str, ids: str) -> None:
+    finished(), failed()
+    before = snapshot()
+    for extra in ({}, {"post": "yes", "counted": "2", "up_to": "99"}):
+        data = {"action": action, "_selected_action": ["1", ids], "index": "0", **extra}
+        assert admin_client.post(changelist_url(), data).status_code == 400
+    assert snapshot() == before
