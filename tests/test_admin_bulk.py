@@ -260,6 +260,33 @@ def test_delete_finished_jobs_older_than_a_filter(admin_client: Client) -> None:
     assert list(Job.objects.all()) == [Job.objects.get(pk=waiting.pk)]
 
 
+def test_delete_every_failed_job_older_than_a_week(admin_client: Client) -> None:
+    old = [failed(last_finished_at=past(days=8)) for _ in range(3)]
+    recent = failed(last_finished_at=past(days=2))
+    old_success = finished(name="refund-order", last_finished_at=past(days=9))
+    url = changelist_url() + FILTER + "&finished=7d"
+    listed = admin_client.get(url).context["cl"].result_list
+    assert sorted(job.pk for job in listed) == sorted(job.pk for job in old)
+    page, data = confirm(admin_client, url, "delete_finished", old[0])
+    assert (
+        "This deletes 3 finished jobs matching state=failed&amp;name=refund-order&amp;"
+        "finished=7d. Continue?" in page.content.decode()
+    )
+    admin_client.post(url, data)
+    assert sorted(Job.objects.values_list("pk", flat=True)) == [recent.pk, old_success.pk]
+    assert LogEntry.objects.get().change_message == (
+        "Deleted 3 jobs matching state=failed&name=refund-order&finished=7d."
+    )
+
+
+def test_the_finished_filter_ignores_other_values(admin_client: Client) -> None:
+    job = failed(last_finished_at=past(days=8))
+    for value in ["2d", "", "7d'", "1w"]:
+        response = admin_client.get(changelist_url() + "?finished=" + value)
+        assert response.status_code == 200
+        assert [j.pk for j in response.context["cl"].result_list] == [job.pk]
+
+
 def test_delete_finished_of_a_selection_asks_first(admin_client: Client) -> None:
     done, waiting = finished(), make_job()
     data = {

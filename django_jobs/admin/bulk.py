@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 BATCH_SIZE = 1000  # jobs per transaction: each batch's locks are held for milliseconds
 # The list's own filters and search, as the log entry and the confirmation page name them.
-FILTER_PARAMS = ("state", "name", "queue", "q")
+FILTER_PARAMS = ("state", "name", "queue", "finished", "q")
 TEMPLATE = "admin/django_jobs/job/bulk.html"
 
 

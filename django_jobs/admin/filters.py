@@ -16,8 +16,9 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from ..conf import settings
+from ..db import db_now_plus
 from ..registry import registry
-from ..states import RunOutcome
+from ..states import FINISHED_STATES, RunOutcome
 from .changelist import storable
 from .display import FILTER_LABELS, state_q
 from .queues import job_names, job_queues, registered_queues, run_names
@@ -34,6 +35,34 @@ class StateFilter(admin.SimpleListFilter):
         value = self.value()
         if value in FILTER_LABELS:
             return queryset.filter(state_q(value))
+        return queryset
+
+
+# How long ago a job finished, for "delete every failed job older than a week": (key, label,
+# seconds). Fixed choices, so the filter costs no query to list them.
+FINISHED_AGES = [
+    ("1d", _("over a day ago"), 86_400),
+    ("7d", _("over a week ago"), 7 * 86_400),
+    ("30d", _("over 30 days ago"), 30 * 86_400),
+]
+
+
+class FinishedFilter(admin.SimpleListFilter):
+    """Finished jobs (succeeded, failed, cancelled) that finished before an age, by the
+    database's clock; any other value is ignored."""
+
+    title = _("finished")
+    parameter_name = "finished"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [(key, label) for key, label, _seconds in FINISHED_AGES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        for key, _label, seconds in FINISHED_AGES:
+            if self.value() == key:
+                return queryset.filter(
+                    state__in=sorted(FINISHED_STATES), last_finished_at__lt=db_now_plus(-seconds)
+                )
         return queryset
 
 

@@ -46,7 +46,7 @@ from .actions import (
 )
 from .bulk import bulk_view
 from .changelist import BigTableMixin
-from .filters import NameFilter, QueueFilter, StateFilter
+from .filters import FinishedFilter, NameFilter, QueueFilter, StateFilter
 from .live import LIVE_SECONDS, buttons_key
 from .search import JOB_SEARCH_HELP, search_jobs
 from .views import JobViewsMixin
@@ -86,7 +86,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
         "queue_column",
     ]
     list_display_links = ["id", "name"]
-    list_filter = [StateFilter, NameFilter, QueueFilter]
+    list_filter = [StateFilter, NameFilter, QueueFilter, FinishedFilter]
     search_fields = ["name"]  # shows the box; get_search_results reads it (admin/search.py)
     search_help_text = JOB_SEARCH_HELP
     # Only columns an index can sort: the primary key, (name, state) and next_run_at.
