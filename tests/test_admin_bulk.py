@@ -190,6 +190,15 @@ def test_a_search_and_a_queue_filter_choose_the_jobs(admin_client: Client) -> No
     assert list(Job.objects.filter(state=JobState.SCHEDULED)) == [Job.objects.get(pk=ada.pk)]
 
 
+@pytest.mark.parametrize("flag", ["on", "True", "1"])
+def test_select_across_is_read_as_django_reads_it(admin_client: Client, flag: str) -> None:
+    jobs = [finished() for _ in range(3)]
+    data = {**whole("delete_finished", jobs[0]), "select_across": flag}
+    assert "This deletes 3 finished jobs of the whole list." in (
+        admin_client.post(changelist_url(), data).content.decode()
+    )
+
+
 def test_retry_of_a_selection_stays_per_job(admin_client: Client) -> None:
     """Without "Select all", retry acts on the ticked jobs at once, one log entry each."""
     a = failed()
@@ -333,6 +342,9 @@ def test_delete_refuses_a_job_that_is_not_finished(admin_client: Client, kind: s
             unique_key=recurring_key("monthly"),
         )
     assert "djj-tool-delete_finished" not in admin_client.get(job_url(job)).content.decode()
+    page = admin_client.get(delete_url(job), follow=True)
+    assert page.redirect_chain[-1][0] == job_url(job)
+    assert f"Job {job} cannot be deleted: only finished jobs" in messages_of(page)[0]
     before = snapshot()
     response = admin_client.post(delete_url(job), {"post": "yes"}, follow=True)
     assert response.redirect_chain[-1][0] == job_url(job)

@@ -19,6 +19,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import QuerySet
+from django.forms import BooleanField
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.formats import number_format
@@ -93,6 +94,11 @@ def count_text(count: int) -> str:
     return number_format(count, force_grouping=True)
 
 
+def selects_across(request: HttpRequest) -> bool:
+    """Whether the list's "Select all N" is on, read as Django's action form reads it."""
+    return bool(BooleanField(required=False).clean(request.POST.get("select_across")))
+
+
 def filter_text(request: HttpRequest, selected: int | None) -> str:
     """The jobs acted on, as the log keeps them: "matching state=failed&name=refund-order"."""
     if selected is not None:
@@ -138,7 +144,7 @@ def bulk_view(
     """The bulk action `name` over the list's selection or whole filter: first a page with the
     count, then, once confirmed, the batches and one log entry."""
     action = BULK_ACTIONS[name]
-    whole = request.POST.get("select_across") == "1"
+    whole = selects_across(request)
     selected = None if whole else len(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
     which = filter_text(request, selected)
     if request.POST.get("post") == "yes":

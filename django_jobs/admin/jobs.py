@@ -44,7 +44,7 @@ from .actions import (
     reschedule_action,
     reschedule_rule,
 )
-from .bulk import bulk_view
+from .bulk import bulk_view, selects_across
 from .changelist import BigTableMixin
 from .filters import FinishedFilter, NameFilter, QueueFilter, StateFilter
 from .live import LIVE_SECONDS, buttons_key
@@ -472,7 +472,7 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
 
     @admin.action(permissions=["retry"], description=gettext_lazy("Retry selected failed jobs"))
     def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
-        if request.POST.get("select_across") == "1":
+        if selects_across(request):
             return bulk_view(self, request, queryset, "retry")  # the whole filter, in batches
         self._bulk(request, queryset, ACTIONS["retry"])
         return None

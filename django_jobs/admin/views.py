@@ -238,6 +238,16 @@ class JobViewsMixin(_Base):
             log_deletion(request, job, "Deleted (finished).")
             messages.success(request, _("Deleted %(job)s.") % {"job": job})
             return HttpResponseRedirect(self.changelist_url())
+        if not self.offers(request, "delete_finished", job):  # type: ignore[attr-defined]
+            messages.error(
+                request,
+                _(
+                    "Job %(job)s cannot be deleted: only finished jobs (succeeded, failed or "
+                    "cancelled) are, and never a recurring job declared in the code."
+                )
+                % {"job": job},
+            )
+            return HttpResponseRedirect(self.job_url(job))
         crumbs = [(self.job_url(job), str(job)), ("", _("Delete"))]
         context = {
             **self.page_context(request, _("Delete %(job)s") % {"job": job}, crumbs),
