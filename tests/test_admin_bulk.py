@@ -170,6 +170,18 @@ def test_jobs_that_changed_after_the_count_are_reported_as_skipped(admin_client:
     )
 
 
+def test_nothing_changed_leaves_no_log_entry(admin_client: Client) -> None:
+    jobs = [failed() for _ in range(2)]
+    _page, data = confirm(admin_client, changelist_url() + FILTER, "retry", jobs[0])
+    Job.objects.update(state=JobState.RUNNING, lock_token="t")  # workers took them all
+    response = admin_client.post(changelist_url() + FILTER, data, follow=True)
+    assert messages_of(response) == [
+        "Skipped 2 of the 2 jobs counted: they changed meanwhile (a worker took them, or "
+        "someone else acted on them) and were left as they were."
+    ]
+    assert not LogEntry.objects.exists()
+
+
 def test_jobs_added_after_the_count_are_left_alone(admin_client: Client) -> None:
     jobs = [failed() for _ in range(3)]
     _page, data = confirm(admin_client, changelist_url() + FILTER, "retry", jobs[0])

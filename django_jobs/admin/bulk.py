@@ -151,8 +151,24 @@ def bulk_view(
         counted = _number(request.POST.get("counted"))
         up_to = _number(request.POST.get("up_to"))
         if counted is not None and up_to is not None:
-            changed = run_batches(queryset, action, up_to=up_to)
-            report(model_admin, request, action, which, changed, counted)
+            # The log entry is written first and follows each batch, so a request cut short
+            # (a proxy's timeout) still leaves the count of what it changed.
+            entry = LogEntry.objects.create(
+                user_id=cast(int, request.user.pk),
+                content_type_id=ContentType.objects.get_for_model(Job).pk,
+                object_id=None,
+                object_repr=f"jobs {which}"[:200],
+                action_flag=action.flag,
+                change_message=progress_log(action, which, 0, counted),
+            )
+
+            def logged(changed: int, last_id: int) -> None:
+                LogEntry.objects.filter(pk=entry.pk).update(
+                    change_message=progress_log(action, which, changed, counted)
+                )
+
+            changed = run_batches(queryset, action, up_to=up_to, on_batch=logged)
+            report(request, action, which, changed, counted, entry)
             return None
     matching = cast(JobQuerySet, queryset).allowing(action.name).order_by()
     count = matching.count()
@@ -188,29 +204,33 @@ def nothing_message(action: BulkAction) -> str:
     )
 
 
+def progress_log(action: BulkAction, which: str, changed: int, counted: int) -> str:
+    return (
+        f"{action.verb} {changed:,} of the {counted:,} jobs counted {which} so far; the "
+        "request stopped before its end if this entry still says so."
+    )
+
+
 def report(
-    model_admin: JobAdmin,
     request: HttpRequest,
     action: BulkAction,
     which: str,
     changed: int,
     counted: int,
+    entry: LogEntry,
 ) -> None:
-    """The message of a bulk action, and its one LogEntry, which gives the count."""
+    """The message of a bulk action, and its one LogEntry's final words, with the count."""
     skipped = max(0, counted - changed)
     if changed:
         messages.success(request, action.done(changed) % {"count": count_text(changed)})
         log = f"{action.verb} {changed:,} jobs {which}."
         if skipped:
             log += f" Skipped {skipped:,} that changed meanwhile."
-        LogEntry.objects.create(
-            user_id=cast(int, request.user.pk),
-            content_type_id=ContentType.objects.get_for_model(Job).pk,
-            object_id=None,
-            object_repr=f"{changed:,} jobs {which}"[:200],
-            action_flag=action.flag,
-            change_message=log,
+        LogEntry.objects.filter(pk=entry.pk).update(
+            object_repr=f"{changed:,} jobs {which}"[:200], change_message=log
         )
+    else:
+        entry.delete()  # nothing changed: nothing to log
     if skipped:
         messages.info(
             request,
