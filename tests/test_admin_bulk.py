@@ -322,7 +322,7 @@ def test_delete_finished_of_a_selection_asks_first(admin_client: Client) -> None
     response = admin_client.post(changelist_url(), data, follow=True)
     assert messages_of(response) == ["Deleted 1 finished job."]
     assert list(Job.objects.all()) == [waiting]
-    assert LogEntry.objects.get().change_message == "Deleted 1 jobs among 2 selected jobs."
+    assert LogEntry.objects.get().change_message == "Deleted 1 job among 2 selected jobs."
 
 
 def test_the_delete_button_of_a_finished_job(admin_client: Client) -> None:

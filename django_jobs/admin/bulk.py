@@ -204,6 +204,11 @@ def nothing_message(action: BulkAction) -> str:
     )
 
 
+def jobs_text(count: int) -> str:
+    """A count of jobs in the log's English: "1 job", "12,345 jobs"."""
+    return f"{count:,} job" if count == 1 else f"{count:,} jobs"
+
+
 def progress_log(action: BulkAction, which: str, changed: int, counted: int) -> str:
     return (
         f"{action.verb} {changed:,} of the {counted:,} jobs counted {which} so far; the "
@@ -223,11 +228,11 @@ def report(
     skipped = max(0, counted - changed)
     if changed:
         messages.success(request, action.done(changed) % {"count": count_text(changed)})
-        log = f"{action.verb} {changed:,} jobs {which}."
+        log = f"{action.verb} {jobs_text(changed)} {which}."
         if skipped:
             log += f" Skipped {skipped:,} that changed meanwhile."
         LogEntry.objects.filter(pk=entry.pk).update(
-            object_repr=f"{changed:,} jobs {which}"[:200], change_message=log
+            object_repr=f"{jobs_text(changed)} {which}"[:200], change_message=log
         )
     else:
         entry.delete()  # nothing changed: nothing to log
