@@ -27,11 +27,12 @@ MARIADB_URL="mysql://root@127.0.0.1:3306/test"
 PGBOUNCER_PORT=6432
 PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres"
 # What runs through it when no test paths are given: claiming, exactly-once and graceful
-# stop with real workers, waking (LISTEN on the direct alias, and polling without it), and
-# reconnection. On Python 3.11 only, unless --db names pgbouncer.
+# stop with real workers, waking (LISTEN on the direct alias, and polling without it),
+# reconnection, and the cluster-wide limits (advisory locks held per transaction).
+# On Python 3.11 only, unless --db names pgbouncer.
 PGBOUNCER_TESTS=(
     tests/test_pgbouncer.py tests/test_claiming.py tests/test_worker_processes.py
-    tests/test_notify.py tests/test_batches.py tests/test_reconnect.py
+    tests/test_notify.py tests/test_batches.py tests/test_reconnect.py tests/test_limits.py
 )
 PGBOUNCER_DEFAULT_PYTHONS=(3.11)
 CHROMIUM="/usr/bin/chromium"
