@@ -20,8 +20,19 @@ XSS_ESCAPED = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
 # Superuser: session + user, then the page's own queries.
 LIST_QUERIES = 4  # session, user, capped count, one page of jobs
 JOB_PAGE_QUERIES = 4  # session, user, the job, its latest runs
-# An enabled recurring job's page also asks alerts.py whether it is late or failing.
+# An enabled recurring job's page also asks alerts.py whether it is late or failing, and a
+# waiting job's page whether a pause holds it back (JobAdmin.warn_of).
 ALERT_QUERIES = 1
+PAUSE_QUERIES = 1
+
+
+def job_page_queries(job: Job) -> int:
+    """The queries of `job`'s page: the fixed ones, and the looks that concern this job."""
+    pause = PAUSE_QUERIES if job.state == JobState.SCHEDULED else 0
+    alert = ALERT_QUERIES if job.schedule and job.enabled else 0
+    return JOB_PAGE_QUERIES + pause + alert
+
+
 OVERVIEW_QUERIES = 5  # session, user, counts per name, runs per interval, live workers
 RUN_LIST_QUERIES = 4  # session, user, capped count, one page of runs
 WORKER_LIST_QUERIES = 4  # session, user, count, workers with their running jobs
