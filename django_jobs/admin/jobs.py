@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
@@ -18,7 +17,6 @@ from django.http import (
     HttpResponseNotAllowed,
 )
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
@@ -26,13 +24,10 @@ from django.utils.translation import gettext_lazy
 
 from .. import alerts, states
 from ..conf import settings
-from ..exceptions import JobsError
 from ..forms import RescheduleForm
 from ..models import Job, JobRun, JobState
 from ..pauses import held_back
-from ..recurring import preview
 from ..registry import registry
-from ..schedules import get_timezone, parse_schedule
 from . import display
 from .actions import (
     ACTIONS,
@@ -48,11 +43,11 @@ from .bulk import bulk_view, selects_across
 from .changelist import BigTableMixin
 from .filters import FinishedFilter, NameFilter, QueueFilter, StateFilter
 from .live import LIVE_SECONDS, buttons_key
+from .recurring import upcoming_runs
 from .search import JOB_SEARCH_HELP, search_jobs
 from .views import JobViewsMixin
 
 RUN_HISTORY_SHOWN = 20  # runs on the job page; the JobRun list has them all
-UPCOMING_SHOWN = 5
 # Read as text, and only on the job page (see JobAdmin.get_object): a row whose JSON Python
 # cannot decode (nested 1,000 deep, a 5,000-digit number) still lists, opens and changes.
 STORED_JSON = ("data", "result")
@@ -546,67 +541,6 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
 def _job_id(value: str) -> bool:
     """Whether a ticked box's value can be a job's id on every database (a 64-bit integer)."""
     return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63
-
-
-def upcoming_runs(job: Job, now: datetime | None = None) -> dict[str, Any] | None:
-    """A recurring job's next runs in its timezone, each flagged when a DST change precedes it."""
-    if not job.schedule:
-        return None
-    now = now or timezone.now()
-    try:
-        schedule, tz = parse_schedule(job.schedule), get_timezone(job.timezone)
-    except JobsError as exc:
-        return {"error": str(exc), "runs": []}
-    runs: list[tuple[datetime, bool]] = []
-    after, error = now, ""
-    if job.next_run_at is not None and job.state != JobState.RUNNING:
-        first = job.next_run_at
-        first_offset, now_offset = _offset(first, tz), _offset(now, tz)
-        runs.append((first, None not in (first_offset, now_offset) and first_offset != now_offset))
-        after = max(first, now)
-    try:
-        runs += preview(schedule, job.timezone, after=after, count=UPCOMING_SHOWN - len(runs))
-    except JobsError as exc:
-        error = str(exc)
-    except (OverflowError, ValueError):
-        error = _("No later run fits in the calendar, which ends with the year 9999.")
-    rows = []
-    previous_offset = _offset(now, tz)
-    for run, dst_change in runs:
-        offset = _offset(run, tz)
-        try:
-            local_text = run.astimezone(tz).strftime("%a %Y-%m-%d %H:%M:%S %Z")
-        except (OverflowError, ValueError):
-            local_text = display.utc_text(run)  # the zone's wall clock is past the calendar
-        rows.append(
-            {
-                "at": run,
-                "local_text": local_text,
-                "offset": _utc_offset_text(offset),
-                "dst_change": dst_change,
-                "from_offset": _utc_offset_text(previous_offset),
-                "relative": display.relative_text(run, now),
-            }
-        )
-        previous_offset = offset
-    return {"timezone": job.timezone, "runs": rows, "error": error}
-
-
-def _offset(at: datetime, tz: Any) -> timedelta | None:
-    """The UTC offset of `tz` at `at`; None where its wall clock is past the calendar's end."""
-    try:
-        return at.astimezone(tz).utcoffset()
-    except (OverflowError, ValueError):
-        return None
-
-
-def _utc_offset_text(offset: Any) -> str:
-    if offset is None:
-        return "UTC"
-    minutes = int(offset.total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    hours, mins = divmod(abs(minutes), 60)
-    return f"UTC{sign}{hours:02d}:{mins:02d}"
 
 
 def _has_json(job: Job, name: str) -> bool:

@@ -27,7 +27,7 @@ from ..conf import settings
 from ..exceptions import JobsError, JobStateError
 from ..forms import CreateJobForm, RescheduleForm
 from ..models import Job
-from . import display
+from . import display, recurring
 from .actions import (
     ACTIONS,
     apply,
@@ -41,7 +41,14 @@ from .actions import (
 )
 from .display import STATE_LABELS
 from .live import OVERVIEW_LIVE_SECONDS, error, job_rows, json_response, live_view
-from .overview import RANGES, build_chart, counts_by_name, live_workers, run_buckets
+from .overview import (
+    RANGES,
+    build_chart,
+    counted_text,
+    counts_by_name,
+    live_workers,
+    run_buckets,
+)
 from .queues import QUEUE_STATES, THROUGHPUT_SPAN, queue_rows
 
 if TYPE_CHECKING:
@@ -74,6 +81,10 @@ class JobViewsMixin(_Base):
                 name=f"{info}_overview_live",
             ),
             path("queues/", wrap(self.queues_view), name=f"{info}_queues"),
+            path("recurring/", wrap(self.recurring_view), name=f"{info}_recurring"),
+            path(
+                "recurring/pause/", wrap(self.recurring_pause_view), name=f"{info}_recurring_pause"
+            ),
             path("live/", live_view(self, self.live_view), name=f"{info}_live"),  # type: ignore[arg-type]
             path(
                 "<path:object_id>/actions/<str:action>/",
@@ -162,7 +173,9 @@ class JobViewsMixin(_Base):
             raise PermissionDenied
         job = self.get_job(request, object_id)
         apply(self, request, [job], spec)  # type: ignore[arg-type]
-        return HttpResponseRedirect(self.job_url(job))
+        # The recurring jobs page posts here too, and is shown again; no other URL is followed.
+        back = recurring.page_url(self)  # type: ignore[arg-type]
+        return HttpResponseRedirect(back if request.POST.get("next") == back else self.job_url(job))
 
     # Reschedule: a page with a form (also the bulk action's intermediate page)
 
@@ -369,6 +382,12 @@ class JobViewsMixin(_Base):
         }
         return TemplateResponse(request, TEMPLATE_DIR + "queues.html", context)
 
+    def recurring_view(self, request: HttpRequest) -> HttpResponse:
+        return recurring.recurring_view(self, request)  # type: ignore[arg-type]
+
+    def recurring_pause_view(self, request: HttpRequest) -> HttpResponse:
+        return recurring.pause_view(self, request)  # type: ignore[arg-type]
+
     def overview_live_view(self, request: HttpRequest) -> HttpResponse:
         """GET ?range=hour: the overview's sections as HTML, for its live updates."""
         range_key = request.GET.get("range", "hour")
@@ -392,7 +411,7 @@ class JobViewsMixin(_Base):
     def overview_context(self, range_key: str) -> dict[str, Any]:
         """The counts per name, the chart and the live workers: the overview's numbers."""
         using = settings.DATABASE
-        rows, totals = counts_by_name(using)
+        rows, totals, counted = counts_by_name(using)
         list_url = self.changelist_url()
         keys = [*STATE_LABELS, "total"]
 
@@ -418,6 +437,7 @@ class JobViewsMixin(_Base):
             "columns": [(key, STATE_LABELS.get(key, _("total"))) for key in keys],
             "rows": [{"name": row["name"], "cells": cells(row["name"], row)} for row in rows],
             "totals": cells(None, totals),
+            "counted_text": counted_text(counted),
             "chart": chart,
             "range_key": range_key,
             "workers": workers,
