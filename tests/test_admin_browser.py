@@ -240,7 +240,6 @@ def test_retry_every_failed_job_of_a_filter_in_batches(
 ) -> None:
     from django_jobs.admin import bulk
 
-    monkeypatch.setattr(bulk, "BATCH_SIZE", 7)  # several batches: the live server shares it
     jobs = [
         make_job("refund-order", state=JobState.FAILED, next_run_at=None, attempts=3)
         for _ in range(60)  # more than a page of 50, so "Select all 60" is needed
@@ -256,6 +255,8 @@ def test_retry_every_failed_job_of_a_filter_in_batches(
     page.wait_for_selector(
         "text=This retries 60 failed jobs matching state=failed&name=refund-order. Continue?"
     )
+    screenshot(page, "bulk")  # with the real batch size, before the test makes it small
+    monkeypatch.setattr(bulk, "BATCH_SIZE", 7)  # several batches: the live server shares it
     page.click("input[type=submit][value='Yes, retry them']")
     page.wait_for_selector("text=Retried 60 failed jobs.")
     assert "state=failed" in page.url and "name=refund-order" in page.url
