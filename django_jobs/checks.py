@@ -31,6 +31,7 @@ HINTS = {
     "GRACE_PERIOD": " (0: hand running jobs back at once)",
     "BACKOFF_JITTER": " (the fraction of the delay added at random; 0 for none)",
     "METRICS_CACHE": " (0: count again at every scrape)",
+    "STATS_LIVE_BELOW": " (0: the overview always reads the workers' counts)",
 }
 
 

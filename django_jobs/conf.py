@@ -48,6 +48,12 @@ class JobsSettings:
     # A secret a scraper sends as "Authorization: Bearer <token>" to metrics_view; None: only
     # logged-in users with the view_job permission may read the metrics there.
     METRICS_TOKEN: str | None = None
+    # The overview on a big table (stats.py): one worker of the cluster counts the jobs by name
+    # and state, and the runs per minute, every this many seconds ...
+    STATS_EVERY: float = 30.0
+    # ... and the overview reads those counts once the jobs (or the runs of its chart) reach
+    # this many; below it the overview counts them itself, exact at every request.
+    STATS_LIVE_BELOW: int = 20_000
 
     @property
     def heartbeat_interval(self) -> float:

@@ -724,3 +724,66 @@ class Pause(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.value}"
+
+
+# The overview's numbers kept by the workers (stats.py): on a big table the admin reads these
+# instead of counting every job and every run of the day.
+
+
+class StatsMark(models.Model):
+    """The one row through which the workers take turns keeping the overview's numbers.
+
+    Every time here is the database's: `taken_at` is a compare-and-set, so one worker of the
+    cluster counts per period; `counted_at` dates the JobCount rows; the runs that started
+    before `runs_through` are in RunCount.
+    """
+
+    key = models.CharField(max_length=32, primary_key=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    counted_at = models.DateTimeField(null=True, blank=True)
+    runs_through = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.key} counted at {self.counted_at}, runs through {self.runs_through}"
+
+
+class JobCount(models.Model):
+    """How many jobs had these values when a worker counted them (StatsMark.counted_at)."""
+
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    state = models.CharField(max_length=16)
+    enabled = models.BooleanField()
+    is_due = models.BooleanField()
+    is_recurring = models.BooleanField()
+    count = models.BigIntegerField()
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.state}: {self.count}"
+
+
+class RunCount(models.Model):
+    """How many runs started in this minute (UTC) had this outcome when a worker counted them.
+
+    A minute that still held a running run is counted again at every refresh, so a finished
+    run is counted under its final outcome."""
+
+    minute = models.DateTimeField()
+    outcome = models.CharField(max_length=16)
+    count = models.BigIntegerField()
+
+    class Meta:
+        default_permissions = ()
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "outcome"], name="django_jobs_runcount_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.outcome}: {self.count}"

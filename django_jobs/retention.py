@@ -112,6 +112,10 @@ def purge(
         result.jobs += per_model.get(Job._meta.label, 0)
         if pause:
             time.sleep(pause)
+    # The overview's per-minute counts of those runs go with them (stats.py).
+    from .stats import purge_minutes
+
+    purge_minutes(cutoff, using)
     if result.jobs or result.runs:
         logger.info(
             "Purged %d job(s) and %d run(s) finished before %s.",

@@ -63,6 +63,8 @@ __all__ = [
     "MAX_RATE_COUNT",
     "MAX_RATE_PERIOD",
     "MAX_STALE_WORKER_AFTER",
+    "MAX_STATS_EVERY",
+    "MAX_STATS_LIVE_BELOW",
     "MAX_WHEN",
     "MAX_WORKER_CONCURRENCY",
     "MAX_WORKER_JOBS",
@@ -72,6 +74,7 @@ __all__ = [
     "MIN_LOCK_LIFETIME",
     "MIN_PRIORITY",
     "MIN_RATE_PERIOD",
+    "MIN_STATS_EVERY",
     "MIN_WHEN",
     "NAME_MAX_LENGTH",
     "POLL_INTERVAL",
@@ -84,6 +87,8 @@ __all__ = [
     "SCHEDULE_MAX_LENGTH",
     "SETTINGS_BOUNDS",
     "STALE_WORKER_AFTER",
+    "STATS_EVERY",
+    "STATS_LIVE_BELOW",
     "TIMEZONE_MAX_LENGTH",
     "UNIQUE_KEY_MAX_LENGTH",
     "WORKER_CONCURRENCY",
@@ -157,6 +162,9 @@ MAX_STALE_WORKER_AFTER = 3 * MAX_LOCK_LIFETIME  # seconds (3 days) without a hea
 MAX_JOB_ID = 2**63 - 1  # the largest BigAutoField id
 MAX_LATE_AFTER = 30 * 86400.0  # seconds (30 days) a recurring run may wait before it is late
 MAX_METRICS_CACHE = 3600.0  # seconds the metrics' database counts are reused
+MIN_STATS_EVERY = 1.0  # seconds between two counts of the overview's numbers by the workers
+MAX_STATS_EVERY = 3600.0
+MAX_STATS_LIVE_BELOW = 10**9  # jobs or runs below which the overview counts them itself
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,9 @@ ALERT_AFTER_FAILURES = Bound(1, MAX_ATTEMPTS, whole=True)
 # Metrics (metrics.py): runjobs --metrics-port, and how long the database counts are reused.
 METRICS_PORT = Bound(1, 65535, whole=True)
 METRICS_CACHE = Bound(0, MAX_METRICS_CACHE, unit="seconds")
+# The overview's numbers kept by the workers (stats.py): how often, and from what size on.
+STATS_EVERY = Bound(MIN_STATS_EVERY, MAX_STATS_EVERY, unit="seconds")
+STATS_LIVE_BELOW = Bound(0, MAX_STATS_LIVE_BELOW, whole=True)
 
 # The numeric DJANGO_JOBS settings; DEFAULT_QUEUE is a queue name (check_queue).
 SETTINGS_BOUNDS: dict[str, Bound] = {
@@ -256,6 +267,8 @@ SETTINGS_BOUNDS: dict[str, Bound] = {
     "LATE_AFTER": LATE_AFTER,  # None: no late alerts
     "ALERT_AFTER_FAILURES": ALERT_AFTER_FAILURES,  # None: no alerts for failing jobs
     "METRICS_CACHE": METRICS_CACHE,
+    "STATS_EVERY": STATS_EVERY,
+    "STATS_LIVE_BELOW": STATS_LIVE_BELOW,
 }
 
 

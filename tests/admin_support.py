@@ -33,7 +33,12 @@ def job_page_queries(job: Job) -> int:
     return JOB_PAGE_QUERIES + pause + alert
 
 
-OVERVIEW_QUERIES = 5  # session, user, counts per name, runs per interval, live workers
+# session, user, a capped count of the jobs, the counts per name, a capped count of the chart's
+# runs, the runs per interval, the live workers
+OVERVIEW_QUERIES = 7
+# On a table of STATS_LIVE_BELOW jobs and runs or more, the workers' counts (stats.py): the
+# capped counts, the mark (twice), the job counts, the counted minutes, the newest runs live.
+OVERVIEW_STATS_QUERIES = 10
 RUN_LIST_QUERIES = 4  # session, user, capped count, one page of runs
 WORKER_LIST_QUERIES = 4  # session, user, count, workers with their running jobs
 PERMISSION_QUERIES = 2  # a non-superuser's permissions: their own and their groups'

@@ -69,6 +69,10 @@ _LISTEN = os.environ.get("DJANGO_JOBS_LISTEN_DATABASE")
 if _LISTEN:
     DJANGO_JOBS["LISTEN_DATABASE"] = {"false": False, "none": None}.get(_LISTEN.lower(), _LISTEN)
 
+# DJANGO_JOBS_STATS_EVERY: how often worker subprocesses keep the overview's counts (test_stats.py).
+if os.environ.get("DJANGO_JOBS_STATS_EVERY"):
+    DJANGO_JOBS["STATS_EVERY"] = float(os.environ["DJANGO_JOBS_STATS_EVERY"])
+
 # DJANGO_JOBS_TEST_SPANS_FILE: a worker subprocess records its spans there (test_tracing.py).
 if os.environ.get("DJANGO_JOBS_TEST_SPANS_FILE"):
     from tests.otel_support import export_spans_to

@@ -1,6 +1,7 @@
 """The overview page's data: counts per job name, runs per interval as an SVG chart, workers.
 
-Everything is counted by the database with one aggregate query each, never by loading rows.
+Everything is counted by the database with one aggregate query each, never by loading rows;
+on a big table the counts come from those the workers keep (stats.py).
 """
 
 from __future__ import annotations
@@ -20,17 +21,19 @@ from django.db.models import (
     Subquery,
     Value,
 )
-from django.db.models.functions import Coalesce, Trunc
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..models import DbNow, Job, JobRun, JobState, RunOutcome, Worker
-from .display import STATE_LABELS, count_text, state_q
+from ..conf import settings
+from ..models import DbNow, Job, JobState, Worker
+from ..stats import FAILED_OUTCOMES as FAILED_OUTCOMES  # queues.py reads it here
+from ..stats import Counted, job_counts, run_groups
+from .display import STATE_LABELS, count_text, format_duration
 
 COUNT_KEYS = list(STATE_LABELS)
-FAILED_OUTCOMES = [RunOutcome.FAILED, RunOutcome.ORPHANED]
 # range -> (span, bucket width, label)
 RANGES: dict[str, tuple[timedelta, timedelta, Any]] = {
     "hour": (timedelta(hours=1), timedelta(minutes=5), _("Last hour")),
@@ -39,27 +42,17 @@ RANGES: dict[str, tuple[timedelta, timedelta, Any]] = {
 WORKERS_SHOWN = 100
 
 
-def counts_by_name(using: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Per job name, how many jobs are in each admin state: one GROUP BY query.
+def counts_by_name(using: str) -> tuple[list[dict[str, Any]], dict[str, int], Counted]:
+    """Per job name, how many jobs are in each admin state, and where the counts come from.
 
     The database groups by (name, state, enabled, due, recurring), at most a few hundred
     groups, with one count each; the admin states are summed from those groups here (one
-    grouping key per row is about half the work of one conditional count per state). It
-    still reads every job: at 1,000,000 jobs that is about half a second on PostgreSQL
-    (docs/performance.md, "Admin at 1M jobs").
+    grouping key per row is about half the work of one conditional count per state). Below
+    STATS_LIVE_BELOW jobs this request counts them (exact); on a bigger table it reads the
+    groups that a worker counted at most STATS_EVERY seconds ago (stats.py), since counting a
+    million jobs takes most of a second (docs/performance.md, "Admin at 1M jobs").
     """
-    grouped = (
-        Job.objects.using(using)
-        .order_by()
-        .values(
-            "name",
-            "state",
-            "enabled",
-            is_due=ExpressionWrapper(state_q("due"), output_field=BooleanField()),
-            is_recurring=ExpressionWrapper(state_q("recurring"), output_field=BooleanField()),
-        )
-        .annotate(n=Count("name"))
-    )
+    grouped, counted = job_counts(using)
     by_name: dict[str, dict[str, Any]] = {}
     for group in grouped:
         row = by_name.setdefault(
@@ -79,7 +72,27 @@ def counts_by_name(using: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
             row["disabled"] += n
     rows = [by_name[name] for name in sorted(by_name)]
     totals = {key: sum(row[key] for row in rows) for key in [*COUNT_KEYS, "total"]}
-    return rows, totals
+    return rows, totals, counted
+
+
+def counted_text(counted: Counted) -> str:
+    """Under the counts: how old the workers' count is, or why this request counted itself."""
+    if not counted.live and counted.age is not None:
+        return _(
+            "Counted by the workers %(age)s ago: a table of %(jobs)s jobs or more is counted "
+            "every %(every)s s by one worker, not at every request."
+        ) % {
+            "age": format_duration(counted.age),
+            "jobs": count_text(settings.STATS_LIVE_BELOW),
+            "every": f"{settings.STATS_EVERY:g}",
+        }
+    if not counted.stale:
+        return ""
+    if counted.age is None:
+        return str(_("Counted now: no worker has counted the jobs yet (are workers running?)."))
+    return _(
+        "Counted now: the workers last counted the jobs %(age)s ago (are workers running?)."
+    ) % {"age": format_duration(counted.age)}
 
 
 def in_progress_count() -> Coalesce:
@@ -123,7 +136,9 @@ def run_buckets(using: str, range_key: str, now: datetime | None = None) -> list
     intervals here: at most 60 or 24 rows come back, and the database evaluates one
     truncation per run instead of two conditions per interval. The counts read started_at
     and outcome only, which the chart index of migration 0007 holds, so PostgreSQL reads that
-    index alone.
+    index alone. With STATS_LIVE_BELOW runs or more in the range, the minutes that the workers
+    have counted (stats.py) are read from their per-minute rows, and only the newest counted
+    live.
     """
     span, step = RANGES[range_key][:2]
     now = now or timezone.now()
@@ -132,22 +147,13 @@ def run_buckets(using: str, range_key: str, now: datetime | None = None) -> list
     start = end - span
     bounds = [(start + i * step, start + (i + 1) * step) for i in range(span // step)]
     kind = "hour" if step >= timedelta(hours=1) else "minute"  # divides every step above
-    grouped = (
-        JobRun.objects.using(using)
-        .filter(started_at__gte=start, started_at__lt=end)
-        .order_by()
-        .values(at=Trunc("started_at", kind, tzinfo=UTC))
-        .annotate(
-            runs=Count("started_at"),
-            failures=Count("started_at", filter=Q(outcome__in=FAILED_OUTCOMES)),
-        )
-    )
+    grouped = run_groups(using, start, end, kind)
     runs, failures = [0] * len(bounds), [0] * len(bounds)
     for row in grouped:
         i = (row["at"] - start) // step
         if 0 <= i < len(bounds):
-            runs[i] += row["runs"]
-            failures[i] += row["failures"]
+            runs[i] += row["runs"] or 0
+            failures[i] += row["failures"] or 0
     return [Bucket(low, high, runs[i], failures[i]) for i, (low, high) in enumerate(bounds)]
 
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, connections
 from django.dispatch import Signal
 
-from .. import alerts, claiming, notify
+from .. import alerts, claiming, notify, stats
 from ..conf import settings
 from ..db import DbNow, db_now_plus
 from ..models import Job
@@ -161,6 +161,7 @@ class Worker:
                 ).start()
             # job_overdue, on a thread of its own: its receivers must not delay the heartbeat.
             alerts.OverdueWatcher(self.using, self._stopping, self.heartbeat_interval).start()
+            stats.StatsKeeper(self.using, self._stopping).start()  # the overview's counts
             try:
                 self._loop()
             finally:
