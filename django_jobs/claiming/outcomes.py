@@ -15,7 +15,14 @@ from ..db import DbNow, write_transaction
 from ..models import Job, JobRun, JobState, RunOutcome
 from ..notify import wake_workers
 from ..recurring import next_slot
-from .sql import concrete_field, database_now, qualified_column, unnest_update, update_each
+from .sql import (
+    bound_cursor,
+    concrete_field,
+    database_now,
+    qualified_column,
+    unnest_update,
+    update_each,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +271,7 @@ def _finish_postgresql(
         parts.append(f"r AS ({sql})")
         params += part_params
     union = " UNION ALL ".join(f"SELECT id FROM j{n}" for n in range(len(groups)))
-    with connection.cursor() as cursor:
+    with bound_cursor(connection) as cursor:
         cursor.execute(f"WITH {', '.join(parts)} {union}", params)
         return {row[0] for row in cursor.fetchall()}
 

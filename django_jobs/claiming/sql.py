@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -15,6 +16,34 @@ M = TypeVar("M", bound=Model)
 
 
 _COLUMNS: dict[tuple[type[Model], str], dict[str, str]] = {}
+
+
+@contextlib.contextmanager
+def bound_cursor(connection: Any) -> Iterator[Any]:
+    """A cursor for the worker's hot statements (the claim, the outcomes).
+
+    On PostgreSQL with psycopg 3 its parameters travel apart from the SQL (server-side
+    binding): Django's cursor quotes every value into the statement's text, which for the
+    claim's and the outcomes' arrays cost the claim loop as much Python as reading the rows.
+    The statement is prepared only if the project turned prepared statements on
+    (OPTIONS["prepare_threshold"]; Django leaves them off for connection poolers).
+    Errors are Django's, as from any cursor. Elsewhere, and while Django logs queries
+    (DEBUG, a test capturing them), it is Django's own cursor.
+    """
+    if connection.vendor != "postgresql" or connection.queries_logged:
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    if not hasattr(raw, "prepare_threshold"):  # psycopg2
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    import psycopg
+
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        yield cursor
 
 
 def concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
