@@ -42,7 +42,8 @@ class Running:
     lock_lifetime: float = 30.0
     started: float = field(default_factory=time.monotonic)
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
-    recorded: threading.Event = field(default_factory=threading.Event)  # once it is written
+    # Set once it is written, for a reporter that waits for that (signal receivers).
+    recorded: threading.Event | None = None
     retrying: bool = False  # a failed attempt that will run again (for the worker's summary)
     watch: instruments.RunWatch | None = None  # its span and metrics, if anything observes
     # Set at its timeout or when it is cancelled (stopping.py); "process": runs in a child.

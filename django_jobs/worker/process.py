@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from ..sync import sync_recurring
 from . import early_stop, report, stopping
 from .executor import Running, execute
 from .outbox import Outbox
+from .threads import JobThreads
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -120,7 +120,7 @@ class Worker:
         self._limited_at: float | None = None  # monotonic time a rate-limited job may start
         self._limited_seen_at = -math.inf  # monotonic time a claim last found a limited job
         self._limited_look_at = 0.0  # monotonic time to look for limited jobs again, at least
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: JobThreads[Running] | None = None
 
     # Lifecycle
 
@@ -133,7 +133,7 @@ class Worker:
                 return 0
             if not self._retry_until_stopped(self._start_up, "starting"):
                 return 0
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="django_jobs")
+            self._pool = JobThreads(self.concurrency, self._execute, "django_jobs")
             threading.Thread(
                 target=self._heartbeat_loop, name="django_jobs-heartbeat", daemon=True
             ).start()
@@ -404,8 +404,9 @@ class Worker:
             shortest = min(shortest, entry.lock_lifetime)
             with self._lock:
                 self._running[entry.key] = entry
+                in_flight = len(self._running)
             assert self._pool is not None
-            self._pool.submit(execute, entry, self._record_outcome)
+            self._pool.submit(entry, in_flight)
         if shortest < self.lock_lifetime:
             self._beat_wake.set()  # the heartbeat shortens its period for this lock
         if started:
@@ -413,6 +414,9 @@ class Worker:
             # this thread has built its next claim and blocks on the database (W2 latency).
             time.sleep(HAND_OFF_PAUSE)
         return started
+
+    def _execute(self, entry: Running) -> None:
+        execute(entry, self._record_outcome)
 
     def _write_outcomes(self) -> None:
         """Write the runs that ended since the last pass, in one transaction, and free slots."""
@@ -423,16 +427,19 @@ class Worker:
             for entry in entries:
                 self._running.pop(entry.key, None)
         for entry in entries:
-            entry.recorded.set()
+            if entry.recorded is not None:
+                entry.recorded.set()
         self._tally.add(entries)
 
     def _record_outcome(self, entry: Running, outcome: claiming.Outcome, signal: Signal) -> None:
         """Hand an ended run to the claim loop; wait for it to be written if `signal` has
         receivers, so they see the job's new state."""
         entry.outcome = outcome
+        if signal.has_listeners(Job):
+            entry.recorded = threading.Event()  # before the claim loop can write the run
         self._outbox.put(entry)
         self._wake.set()
-        if signal.has_listeners(Job):
+        if entry.recorded is not None:
             entry.recorded.wait()
 
     def _over_limit(self, job: Job) -> bool:
@@ -628,7 +635,7 @@ class Worker:
             logging.shutdown()
             os._exit(0)
         assert self._pool is not None
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
 
 
 def close_connection(using: str) -> None:

@@ -1,0 +1,50 @@
+"""The threads that run a worker's jobs: a queue and up to `size` threads, started as needed.
+
+Lighter than a ThreadPoolExecutor on the hot path: no Future (with its Condition and its
+locks) per job, since the worker takes each job's outcome through its own report callback.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class JobThreads(Generic[T]):
+    """Runs `run(item)` for each submitted item on one of at most `size` threads."""
+
+    def __init__(self, size: int, run: Callable[[T], None], name: str) -> None:
+        self._size = size
+        self._run = run
+        self._name = name
+        self._items: queue.SimpleQueue[T | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, item: T, in_flight: int) -> None:
+        """Hand `item` to a thread; `in_flight` is how many submitted items have not ended,
+        this one included: the threads grow to that number, up to `size`."""
+        self._items.put(item)
+        if len(self._threads) < min(self._size, in_flight):
+            thread = threading.Thread(
+                target=self._serve, name=f"{self._name}_{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self) -> None:
+        while True:
+            item = self._items.get()
+            if item is None:
+                return
+            self._run(item)
+
+    def shutdown(self) -> None:
+        """Let each thread finish what it runs and the items queued before, then end it."""
+        for _ in self._threads:
+            self._items.put(None)
+        for thread in self._threads:
+            thread.join()
