@@ -21,6 +21,7 @@ from ..exceptions import JobStopped, UnknownJob
 from ..models import Job, JobRun, RunOutcome
 from ..registry import JobDefinition, registry
 from ..signals import job_failed, job_started, job_succeeded, send_signal
+from ..states import STOP_CANCEL
 from ..validation import check_json
 from . import isolation, stopping
 
@@ -161,21 +162,7 @@ def _runnable(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:
 def _failed(
     entry: Running, report: Report, definition: JobDefinition | None, exc: BaseException
 ) -> None:
-    job = entry.job
     elapsed = time.monotonic() - entry.started
-    will_retry = job.attempts < job.max_attempts
-    entry.retrying = will_retry
-    delay = definition.retry_delay(job.attempts) if definition else timedelta(0)
-    jobs_logger.warning(
-        "Job %s attempt %d/%d failed: %s: %s (after %.3fs; %s).",
-        job,
-        job.attempts,
-        job.max_attempts,
-        type(exc).__name__,
-        exc,
-        elapsed,
-        f"retry in {delay.total_seconds():g}s" if will_retry else "no attempts left",
-    )
     if isinstance(exc, isolation.JobProcessError):  # raised in the job's own process
         failure = claiming.Failure(exc.message, exc.traceback_text, error_class=exc.error_class)
     else:
@@ -184,6 +171,41 @@ def _failed(
             "".join(traceback.format_exception(exc)),
             error_class=claiming.class_path(exc),
         )
+    _attempt_failed(
+        entry,
+        report,
+        definition,
+        failure,
+        exc,
+        f"failed: {type(exc).__name__}: {exc}",
+        f"after {elapsed:.3f}s; ",
+    )
+
+
+def _attempt_failed(
+    entry: Running,
+    report: Report,
+    definition: JobDefinition | None,
+    failure: claiming.Failure,
+    exc: BaseException,
+    what: str,
+    after: str = "",
+) -> None:
+    """A failed attempt (an error or a timeout): logged, reported with its retry delay, and
+    sent to job_failed's receivers with whether it will run again."""
+    job = entry.job
+    will_retry = job.attempts < job.max_attempts
+    entry.retrying = will_retry
+    delay = definition.retry_delay(job.attempts) if definition else timedelta(0)
+    jobs_logger.warning(
+        "Job %s attempt %d/%d %s (%s%s).",
+        job,
+        job.attempts,
+        job.max_attempts,
+        what,
+        after,
+        f"retry in {delay.total_seconds():g}s" if will_retry else "no attempts left",
+    )
     _report(entry, report, job_failed, failure=failure, retry_delay=delay)
     send_signal(job_failed, job=job, run=entry.run, exception=exc, will_retry=will_retry)
 
@@ -195,7 +217,7 @@ def _stopped(
     job, stop = entry.job, entry.stop
     elapsed = time.monotonic() - entry.started
     ignored = "" if error is not None else " It did not stop when asked; its result was dropped."
-    if stop.reason == stopping.CANCEL:
+    if stop.reason == STOP_CANCEL:
         who = f" by {stop.by}" if stop.by else ""
         message = f"Cancelled{who} while running (after {elapsed:.3f}s).{ignored}"
         jobs_logger.warning("Job %s: %s", job, message)
@@ -204,20 +226,9 @@ def _stopped(
         )
         _report(entry, report, job_failed, failure=failure)
         return
-    will_retry = job.attempts < job.max_attempts
-    entry.retrying = will_retry
-    delay = definition.retry_delay(job.attempts) if definition else timedelta(0)
     message = (
         f"Timed out: still running after its timeout of {stop.timeout:g}s (stopped after "
         f"{elapsed:.3f}s).{ignored}"
-    )
-    jobs_logger.warning(
-        "Job %s attempt %d/%d %s (%s).",
-        job,
-        job.attempts,
-        job.max_attempts,
-        message[0].lower() + message[1:],
-        f"retry in {delay.total_seconds():g}s" if will_retry else "no attempts left",
     )
     failure = claiming.Failure(
         message,
@@ -225,9 +236,8 @@ def _stopped(
         error_class=JOB_STOPPED,
         outcome=RunOutcome.TIMED_OUT,
     )
-    _report(entry, report, job_failed, failure=failure, retry_delay=delay)
     exc = error if error is not None else JobStopped(message)
-    send_signal(job_failed, job=job, run=entry.run, exception=exc, will_retry=will_retry)
+    _attempt_failed(entry, report, definition, failure, exc, message[0].lower() + message[1:])
 
 
 JOB_STOPPED = f"{JobStopped.__module__}.{JobStopped.__qualname__}"
