@@ -34,7 +34,7 @@ from .recurring import (  # noqa: F401  (the prefix is re-exported with the mode
 )
 from .registry import registry
 from .schedules import get_timezone, parse_schedule
-from .states import FINISHED_STATES, JobState, RunOutcome, allowed_states
+from .states import FINISHED_STATES, STOP_CANCEL, JobState, RunOutcome, allowed_states
 from .tracing import capture, capture_many
 from .validation import (
     CANCELLED_BY_MAX_LENGTH,
@@ -401,7 +401,7 @@ class Job(models.Model):
         """Raise JobStopped if the job should stop (see stop_requested)."""
         stop = getattr(self, "_stop", None)
         if stop is not None and stop.requested:
-            why = "was cancelled" if stop.reason == "cancel" else "passed its timeout"
+            why = "was cancelled" if stop.reason == STOP_CANCEL else "passed its timeout"
             raise JobStopped(f"Job {self} {why}; it stopped at check_stop().")
 
     def _owned(self) -> JobQuerySet:

@@ -48,15 +48,16 @@ def main(row: tuple[str, list[str], list[Any]], sender: Any) -> None:
 
         using, names, values = row
         job = Job.from_db(using, names, values)
+        from .states import STOP_TIMEOUT
         from .validation import check_json
         from .worker.executor import resolve
-        from .worker.stopping import TIMEOUT, StopRequest
+        from .worker.stopping import StopRequest
 
         stop = StopRequest()
         job._stop = stop  # type: ignore[attr-defined]  # read by Job.stop_requested
 
         def stopped(signum: int, frame: Any) -> None:
-            stop.request(TIMEOUT)  # job.stop_requested turns true for code that looks
+            stop.request(STOP_TIMEOUT)  # job.stop_requested turns true for code that looks
             raise JobStopped(f"Job {job} was stopped (SIGTERM from its worker).")
 
         signal.signal(signal.SIGTERM, stopped)

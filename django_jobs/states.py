@@ -32,6 +32,11 @@ class RunOutcome(models.TextChoices):
     CANCELLED = "cancelled", _("cancelled")
 
 
+# Why a running job is asked to stop (worker/stopping.py): its timeout passed, or someone
+# cancelled it. Job.check_stop() words its error by it.
+STOP_TIMEOUT = "timeout"
+STOP_CANCEL = "cancel"
+
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ALL_STATES = frozenset(JobState)
 

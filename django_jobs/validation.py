@@ -165,6 +165,7 @@ MAX_METRICS_CACHE = 3600.0  # seconds the metrics' database counts are reused
 MIN_STATS_EVERY = 1.0  # seconds between two counts of the overview's numbers by the workers
 MAX_STATS_EVERY = 3600.0
 MAX_STATS_LIVE_BELOW = 10**9  # jobs or runs below which the overview counts them itself
+MAX_TIMEOUT = 7 * 86400.0  # seconds (a week) a run may take before it is stopped
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,8 @@ METRICS_CACHE = Bound(0, MAX_METRICS_CACHE, unit="seconds")
 # The overview's numbers kept by the workers (stats.py): how often, and from what size on.
 STATS_EVERY = Bound(MIN_STATS_EVERY, MAX_STATS_EVERY, unit="seconds")
 STATS_LIVE_BELOW = Bound(0, MAX_STATS_LIVE_BELOW, whole=True)
+# Seconds a run may take before it is stopped (@job(timeout=), DEFAULT_TIMEOUT).
+TIMEOUT = Bound(0, MAX_TIMEOUT, low_open=True, unit="seconds")
 
 # The numeric DJANGO_JOBS settings; DEFAULT_QUEUE is a queue name (check_queue).
 SETTINGS_BOUNDS: dict[str, Bound] = {
@@ -269,6 +272,7 @@ SETTINGS_BOUNDS: dict[str, Bound] = {
     "METRICS_CACHE": METRICS_CACHE,
     "STATS_EVERY": STATS_EVERY,
     "STATS_LIVE_BELOW": STATS_LIVE_BELOW,
+    "DEFAULT_TIMEOUT": TIMEOUT,  # None (the default): no timeout
 }
 
 
@@ -613,8 +617,6 @@ def check_worker_id(value: object) -> str:
 
 # Timeouts and the names of who asked (controls)
 
-MAX_TIMEOUT = 7 * 86400.0  # seconds (a week) a run may take before it is stopped
-TIMEOUT = Bound(0, MAX_TIMEOUT, low_open=True, unit="seconds")
 CANCELLED_BY_MAX_LENGTH = 150  # characters of who cancelled or paused (a user name)
 
 
@@ -646,9 +648,6 @@ def check_text(option: str, value: object, limit: int) -> str:
             "without NUL characters or lone surrogates."
         )
     return value
-
-
-SETTINGS_BOUNDS["DEFAULT_TIMEOUT"] = TIMEOUT  # None (the default): no timeout
 
 
 # Rate limits (@job(rate_limit="100/m"))

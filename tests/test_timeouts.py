@@ -10,7 +10,8 @@ from django.db import connection
 from django_jobs import cancel, now
 from django_jobs.exceptions import InvalidOption, JobStateError
 from django_jobs.models import Job, JobRun, JobState, RunOutcome
-from django_jobs.worker.stopping import TIMEOUT, Deadlines, StopRequest
+from django_jobs.states import STOP_TIMEOUT
+from django_jobs.worker.stopping import Deadlines, StopRequest
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
 
@@ -162,10 +163,10 @@ def test_deadlines_stop_a_run_once_and_never_after_it_ended():
     deadlines.add(0.05, done)
     assert done.close() == ""  # it ended before its deadline
     deadlines.discard(done)
-    assert late.wait(2) and late.reason == TIMEOUT
+    assert late.wait(2) and late.reason == STOP_TIMEOUT
     time.sleep(0.1)
     assert not done.requested
-    assert late.close() == TIMEOUT
+    assert late.close() == STOP_TIMEOUT
     assert not late.request("cancel")  # the first reason stays
 
 

@@ -30,8 +30,9 @@ from ..db import DbNow, db_now_plus
 from ..models import Job
 from ..models import Worker as WorkerRecord
 from ..registry import registry
+from ..states import STOP_CANCEL
 from ..sync import sync_recurring
-from . import early_stop, report, stopping
+from . import early_stop, report
 from .executor import Running, execute
 from .outbox import Outbox
 from .threads import JobThreads
@@ -557,9 +558,7 @@ class Worker:
             return
         asked = claiming.cancel_requests([entry.job for entry in entries], using=self.using)
         for entry in entries:
-            if entry.job.pk in asked and entry.stop.request(
-                stopping.CANCEL, by=asked[entry.job.pk]
-            ):
+            if entry.job.pk in asked and entry.stop.request(STOP_CANCEL, by=asked[entry.job.pk]):
                 logger.info(
                     "Worker %s: stopping job %s, cancelled by %s.",
                     self.worker_id,

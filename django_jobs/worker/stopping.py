@@ -31,11 +31,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from ..models import Job
+from ..states import STOP_TIMEOUT
 
 logger = logging.getLogger("django_jobs.worker")
-
-TIMEOUT = "timeout"
-CANCEL = "cancel"
 
 
 class StopRequest:
@@ -125,7 +123,7 @@ class Deadlines:
         self._thread: threading.Thread | None = None
 
     def add(self, seconds: float, stop: StopRequest) -> None:
-        """Request `stop` with TIMEOUT `seconds` from now, unless the run ends first."""
+        """Request `stop` with STOP_TIMEOUT `seconds` from now, unless the run ends first."""
         stop.timeout = seconds
         with self._changed:
             heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._counter), stop))
@@ -159,7 +157,7 @@ class Deadlines:
                 if stop.closed:
                     self._ended = max(0, self._ended - 1)
                     continue
-            stop.request(TIMEOUT)  # nothing if the run ended meanwhile (closed)
+            stop.request(STOP_TIMEOUT)  # nothing if the run ended meanwhile (closed)
 
 
 deadlines = Deadlines()
