@@ -264,6 +264,8 @@ def test_a_big_table_shows_the_workers_count_and_its_age(
     assert "Counted by the workers" in response.content.decode()
     chart = response.context["chart"]
     assert (chart.total_runs, chart.total_failures) == (8, 3)
+    day = admin_client.get(overview_url() + "?range=day").context["chart"]  # minutes by hour
+    assert (day.total_runs, day.total_failures) == (8, 3)
     assert_page_queries(
         admin_client, overview_url(), OVERVIEW_STATS_QUERIES, django_assert_num_queries
     )
