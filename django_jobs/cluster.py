@@ -29,6 +29,8 @@ from typing import Any
 
 from django.db import connections
 
+from .conf import settings
+
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0  # seconds before restarting a child that died; doubles per quick crash
@@ -103,7 +105,7 @@ class Supervisor:
             self.processes,
             self._context.get_start_method(),
             ",".join(self.worker_options.get("queues") or []) or "*",
-            self.worker_options.get("concurrency", 1),
+            self.worker_options.get("concurrency") or settings.CONCURRENCY,
         )
         try:
             for slot in self.slots:

@@ -19,6 +19,9 @@ class JobsSettings:
     DEFAULT_QUEUE: str = "default"
     DEFAULT_MAX_ATTEMPTS: int = 3
     POLL_INTERVAL: float = 1.0  # seconds a worker sleeps when it knows of no due job
+    # Threads running jobs at once in each worker process (runjobs --concurrency): a claim
+    # takes up to this many due jobs in one statement, and their outcomes are written together.
+    CONCURRENCY: int = 10
     LOCK_LIFETIME: float = 30.0  # seconds; the heartbeat extends running jobs' locks
     HEARTBEAT_INTERVAL: float | None = None  # seconds; None = a third of LOCK_LIFETIME
     GRACE_PERIOD: float = 30.0  # seconds running jobs get to finish after SIGTERM

@@ -259,6 +259,7 @@ TIMEOUT = Bound(0, MAX_TIMEOUT, low_open=True, unit="seconds")
 # The numeric DJANGO_JOBS settings; DEFAULT_QUEUE is a queue name (check_queue).
 SETTINGS_BOUNDS: dict[str, Bound] = {
     "POLL_INTERVAL": POLL_INTERVAL,
+    "CONCURRENCY": WORKER_CONCURRENCY,
     "LOCK_LIFETIME": LOCK_LIFETIME,
     "HEARTBEAT_INTERVAL": HEARTBEAT_INTERVAL,  # None: a third of LOCK_LIFETIME
     "GRACE_PERIOD": GRACE_PERIOD,

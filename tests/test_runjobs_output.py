@@ -69,7 +69,7 @@ def test_a_new_project_gets_the_banner_failures_and_a_summary(start_new_project_
     assert len(banner) == 1, output
     assert re.match(rf"{TIMESTAMP} INFO +Worker talk started: pid \d+, ", banner[0]), banner
     vendor, name = connection.vendor, connection.settings_dict["NAME"]
-    assert f"queues *, concurrency 1, database {vendor} 'default' ({name}" in banner[0]
+    assert f"queues *, concurrency 10, database {vendor} 'default' ({name}" in banner[0]
     if jobs_settings.NOTIFY and notify.supported("default"):
         assert "wake-up LISTEN/NOTIFY" in banner[0]
     else:
@@ -155,7 +155,7 @@ def test_cluster_mode_prints_the_supervisor_line_and_each_child_banner(start_new
     output = supervisor.output()
 
     assert len(lines(output, r"Supervisor \d+ starting 2 worker processes")) == 1, output
-    assert "queues *, concurrency 1 each." in output
+    assert "queues *, concurrency 10 each." in output
     for number in (1, 2):
         assert len(lines(output, f"Worker cl-{number} started: process {number} of 2, ")) == 1
         assert len(lines(output, f"Worker cl-{number} stopped after")) == 1

@@ -72,7 +72,7 @@ class Worker:
         self,
         *,
         queues: Sequence[str] | None = None,
-        concurrency: int = 1,
+        concurrency: int | None = None,
         poll_interval: float | None = None,
         burst: bool = False,
         max_jobs: int | None = None,
@@ -85,7 +85,7 @@ class Worker:
     ) -> None:
         self.queues = list(queues or [])
         self.isolation = isolation  # "thread", or "process": each job in a child process
-        self.concurrency = concurrency
+        self.concurrency = settings.CONCURRENCY if concurrency is None else concurrency
         self.poll_interval = settings.POLL_INTERVAL if poll_interval is None else poll_interval
         self.burst = burst
         self.max_jobs = max_jobs

@@ -79,8 +79,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=CHECKED_OPTIONS["concurrency"],
-            default=1,
-            help="Threads running jobs at once in this process (default 1).",
+            default=None,
+            help=(
+                "Threads running jobs at once in each worker process (default "
+                f'DJANGO_JOBS["CONCURRENCY"], {settings.CONCURRENCY}).'
+            ),
         )
         parser.add_argument(
             "--queue",
@@ -177,7 +180,9 @@ class Command(BaseCommand):
                 raise CommandError(f"--worker-id: {exc}") from None
         worker_options = {
             "queues": options["queues"],
-            "concurrency": options["concurrency"],
+            "concurrency": (
+                settings.CONCURRENCY if options["concurrency"] is None else options["concurrency"]
+            ),
             "poll_interval": options["poll_interval"],
             "burst": options["burst"],
             "max_jobs": options["max_jobs"],
