@@ -12,7 +12,10 @@ every DJANGO_JOBS["STATS_EVERY"] seconds, and the overview reads the result:
   counts again every minute that still held a running run. So a finished run is counted under
   its final outcome at the first refresh after it ends; until then it counts as a run, not
   yet as a failure, as the live count would have it while it ran. The chart adds a live count
-  of the runs after `runs_through`, so it is complete up to the moment of the request.
+  of the runs after `runs_through`, so it is complete up to the moment of the request. One
+  row escapes it: the attempt that recovery records, with its claim's start time, for a worker
+  lost between its claim and writing its run (claiming/recovery.py), once that start is
+  already folded; it is in the run list, not in the chart.
 
 Below DJANGO_JOBS["STATS_LIVE_BELOW"] jobs (or runs in the chart's range) the overview still
 counts itself, exact at every request; so does it when no worker has counted lately.
