@@ -6,7 +6,8 @@
     python benchmarks/bench.py --database-url mysql://root@127.0.0.1:3306/bench_perf -w w1,w2
 
 Workloads (docs/performance.md says what each measures and why):
-  w1       drain 10,000 no-op jobs with `runjobs --burst`, 1 process and 2 processes
+  w1       drain 10,000 no-op jobs with `runjobs --burst`, 1 process and 2 processes, and
+           `runjobs --burst` with no other option on Django's default settings
   w2       an idle worker; 200 jobs scheduled one at a time 20 ms apart: enqueue-to-start
   w3       50 jobs scheduled for exact future instants: start minus due time
   w4       the time of one claim (batch of 10) with 10,000 and 1,000,000 jobs pending
@@ -158,8 +159,10 @@ def fill(count: int, when: str = "now") -> None:
 class Runjobs:
     """A `manage.py runjobs` process on the benchmark's settings."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, django_defaults: bool = False) -> None:
         env = dict(os.environ)
+        if django_defaults:
+            env["BENCH_DJANGO_DEFAULTS"] = "1"
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-runjobs.log", "ab")  # noqa: SIM115
         self.started = time.time()
@@ -200,15 +203,19 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
 
     from django_jobs.models import Job, JobRun, JobState
 
-    for processes in (1, 2):
+    # (processes, runjobs options): the best settings in 1 and 2 processes, then `runjobs` with
+    # no option but --burst, on Django's default settings (BENCH_DJANGO_DEFAULTS).
+    runs = [(1, ["--concurrency", str(concurrency)]), (2, ["--concurrency", str(concurrency)])]
+    runs.append((1, []))
+    for processes, options in runs:
         reset()
         fill(jobs)
-        args = ["--burst", "--concurrency", str(concurrency)]
+        args = ["--burst", *options]
         if processes > 1:
             args += ["--processes", str(processes)]
         before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         before_machine = machine_cpu()
-        worker = Runjobs(*args)
+        worker = Runjobs(*args, django_defaults=not options)
         code = worker.wait()
         machine_seconds = machine_cpu() - before_machine
         after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -224,6 +231,8 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
         first = JobRun.objects.aggregate(t=Min("started_at"))["t"].timestamp()
         wall = last - worker.started
         name = f"W1 drain {jobs:,}, {processes} process{'es' if processes > 1 else ''}"
+        if not options:
+            name += ", runjobs with no options on Django's default settings"
         yield name, "jobs/s (launch to last finish)", f"{jobs / wall:,.0f}"
         yield name, "wall time, launch to last finish", f"{wall:.2f} s"
         yield name, "jobs/s (first start to last finish)", f"{jobs / (last - first):,.0f}"

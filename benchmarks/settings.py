@@ -18,8 +18,15 @@ TIME_ZONE = "UTC"
 
 _DEFAULT_SQLITE = Path(tempfile.gettempdir()) / "django_jobs_bench" / "bench.sqlite3"
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{_DEFAULT_SQLITE}")
-_db = dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
-if _db["ENGINE"] == "django.db.backends.sqlite3":
+# BENCH_DJANGO_DEFAULTS=1: Django's own defaults instead (no persistent connections, no
+# SQLite options, no LOGGING), for "runjobs with no options" as a new project runs it.
+DJANGO_DEFAULTS = os.environ.get("BENCH_DJANGO_DEFAULTS") == "1"
+_db = dj_database_url.parse(
+    DATABASE_URL, conn_max_age=0 if DJANGO_DEFAULTS else 600, conn_health_checks=not DJANGO_DEFAULTS
+)
+if DJANGO_DEFAULTS:
+    pass
+elif _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
@@ -37,7 +44,7 @@ INSTALLED_APPS = [
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DJANGO_JOBS: dict = {}
-LOGGING = {
+LOGGING: dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
@@ -51,3 +58,5 @@ LOGGING = {
         }
     },
 }
+if DJANGO_DEFAULTS:
+    LOGGING = {"version": 1, "disable_existing_loggers": False}
