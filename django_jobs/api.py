@@ -134,7 +134,7 @@ def schedule_many(
                 f"dict with some of {', '.join(MANY_OPTIONS)}."
             )
         fields = {option: options.get(option) for option in MANY_OPTIONS}
-        rows.append(Job(**_job_fields(when, name, data, **fields)))
+        rows.append(_job_fields(when, name, data, **fields))
     db = using or settings.DATABASE
     return Job.objects.using(db).create_jobs(rows, batch_size=batch_size)
 

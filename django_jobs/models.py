@@ -23,6 +23,7 @@ from .db import (
     write_transaction,
 )
 from .exceptions import InvalidSchedule, JobStateError, JobStopped
+from .inserting import insert_job, insert_jobs
 from .notify import ask_to_stop, wake_workers
 from .recurring import (  # noqa: F401  (the prefix is re-exported with the models)
     RECURRING_KEY_PREFIX,
@@ -178,6 +179,9 @@ class JobQuerySet(models.QuerySet["Job"]):
         capture(fields)  # the scheduling code's trace context, when OpenTelemetry is installed
         fields["limited"] = is_limited(fields.get("name", ""), fields.get("lock_key"))
         if unique_key is None:
+            job = insert_job(Job, db or "default", fields)
+            if job is not None:
+                return job, True  # type: ignore[return-value]
             return _woken(self.create(**fields), fields), True
         existing = self.filter(unique_key=unique_key).first()
         if existing is not None:
@@ -192,11 +196,15 @@ class JobQuerySet(models.QuerySet["Job"]):
                 raise
             return existing, False
 
-    def create_jobs(self, jobs: list[Job], *, batch_size: int = 1000) -> list[Job]:
-        """Insert many jobs (fields already validated) with one INSERT per batch."""
-        capture_many(jobs)
-        for job in jobs:
-            job.limited = is_limited(job.name, job.lock_key)
+    def create_jobs(self, rows: list[dict[str, Any]], *, batch_size: int = 1000) -> list[Job]:
+        """Insert many jobs (the fields of each, already validated) with one INSERT per batch."""
+        capture_many(rows)
+        for row in rows:
+            row["limited"] = is_limited(row["name"], row.get("lock_key"))
+        fast = insert_jobs(Job, self.db or "default", rows, batch_size)
+        if fast is not None:
+            return fast  # type: ignore[return-value]
+        jobs = [Job(**row) for row in rows]
         created: list[Job] = self.bulk_create(jobs, batch_size=batch_size)  # type: ignore[arg-type,assignment]
         soonest = min((j.next_run_at for j in created if j.next_run_at is not None), default=None)
         if soonest is not None:

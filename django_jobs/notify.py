@@ -131,16 +131,21 @@ def wake_workers(using: str, queues: Iterable[str], due_at: datetime | None = No
     Called when jobs become due now, or within a poll interval (`due_at`), so a sleeping
     worker claims them at once, or learns the time to wake at. Elsewhere workers poll.
     """
+    if wanted(using, due_at):
+        names = sorted(set(queues))
+        transaction.on_commit(lambda: send(using, names), using=using, robust=True)
+
+
+def wanted(using: str, due_at: datetime | None = None) -> bool:
+    """Whether a job due at `due_at` (None: now) wakes idle workers: NOTIFY is on, `using`
+    is PostgreSQL, and the job is due before a sleeping worker's next poll."""
     if not settings.NOTIFY:
-        return
+        return False
     if due_at is not None:
         horizon = timezone.now() + timedelta(seconds=settings.POLL_INTERVAL)
         if due_at > horizon:
-            return  # a worker's next poll comes before it is due
-    if not _postgresql(using):
-        return
-    names = sorted(set(queues))
-    transaction.on_commit(lambda: send(using, names), using=using, robust=True)
+            return False  # a worker's next poll comes before it is due
+    return _postgresql(using)
 
 
 def ask_to_stop(using: str) -> None:

@@ -47,16 +47,16 @@ def capture(fields: dict[str, Any]) -> None:
         fields["trace_context"] = carrier
 
 
-def capture_many(jobs: list[Any]) -> None:
-    """capture() for Job instances about to be inserted together (one context for all)."""
+def capture_many(rows: list[dict[str, Any]]) -> None:
+    """capture() for the fields of rows about to be inserted together (one context for all)."""
     if trace is None:
         return
     carrier = current_carrier()
     if carrier is None:
         return
-    for job in jobs:
-        if not job.schedule and job.trace_context is None:
-            job.trace_context = dict(carrier)
+    for fields in rows:
+        if not fields.get("schedule") and fields.get("trace_context") is None:
+            fields["trace_context"] = dict(carrier)
 
 
 def _parent(stored: object) -> Any:

@@ -1,0 +1,251 @@
+"""New job rows in one statement each, without Model.save(): the enqueue hot path.
+
+Model.save() compiles its INSERT anew for every row (the compiler, every field's
+get_db_prep_save, the client-side quoting of 34 values): two thirds of a now() call before
+this module. Here the statement is built once per database vendor and each call prepares only
+the values it was given and the defaults that change (created_at, updated_at): the same values
+the ORM would insert. The ORM stays the path whenever it would behave differently: a pre_save
+or post_save receiver for Job (Model.save() sends them; bulk_create() never does), a computed
+value such as DbNow(), or a field the ORM fills itself at save (auto_now).
+
+On PostgreSQL in autocommit (a web request without ATOMIC_REQUESTS), the INSERT, its COMMIT
+and the NOTIFY that wakes idle workers travel as one query string: one round trip, and still
+two transactions, so the NOTIFY is sent after the job's commit as docs/performance.md explains.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Field, Model
+from django.db.models.signals import post_save, pre_save
+
+from .notify import CHANNEL, wake_workers, wanted
+
+
+class _Plan:
+    """The INSERT of one model on one connection: its columns and the constant defaults."""
+
+    def __init__(self, model: type[Model], connection: Any) -> None:
+        opts = model._meta
+        self.pk = opts.pk
+        self.fields: list[Field[Any, Any]] = [f for f in opts.concrete_fields if not f.primary_key]
+        self.attnames = [opts.pk.attname] + [f.attname for f in self.fields]
+        # The ORM fills these itself at save (pre_save): leave such a model to the ORM.
+        self.usable = not any(
+            getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) for f in self.fields
+        )
+        # Defaults that are not callables are the same for every row: prepared once.
+        self.constants: dict[str, tuple[Any, Any]] = {}
+        for f in self.fields:
+            if not callable(f.default):
+                value = f.get_default()
+                self.constants[f.attname] = (value, f.get_db_prep_save(value, connection))
+        qn = connection.ops.quote_name
+        self.db_table = opts.db_table
+        self.table = qn(opts.db_table)
+        self.columns = ", ".join(qn(f.column) for f in self.fields)
+        returns = connection.features.can_return_columns_from_insert  # else: last_insert_id
+        self.returning = f"RETURNING {qn(opts.pk.column)}" if returns else ""
+        placeholders = ", ".join(["%s"] * len(self.fields))
+        self.insert = f"INSERT INTO {self.table} ({self.columns}) VALUES ({placeholders})"
+        self.types = [f.db_type(connection) for f in self.fields]
+        self.json = [f.get_internal_type() == "JSONField" for f in self.fields]
+        self.many: dict[tuple[bool, ...], str] = {}
+
+    def values(
+        self, fields: dict[str, Any], connection: Any, shared: dict[str, tuple[Any, Any]]
+    ) -> tuple[list[Any], list[Any]]:
+        """(Python values, database values) of a row, in the order of self.fields."""
+        python, prepared = [], []
+        constants = self.constants
+        for f in self.fields:
+            name = f.attname
+            if name in fields:
+                value = fields[name]
+                db_value = f.get_db_prep_save(value, connection)
+            elif name in constants:
+                value, db_value = constants[name]
+            elif name in shared:
+                value, db_value = shared[name]
+            else:
+                value = f.get_default()
+                db_value = f.get_db_prep_save(value, connection)
+            python.append(value)
+            prepared.append(db_value)
+        return python, prepared
+
+    def unnest(self, shared_columns: tuple[bool, ...]) -> str:
+        """INSERT ... SELECT FROM unnest(arrays): a scalar parameter where `shared_columns`
+        says the whole batch has one value, an array of the batch's values elsewhere."""
+        sql = self.many.get(shared_columns)
+        if sql is None:
+            selected, arrays, number = [], [], 0
+            for db_type, shared in zip(self.types, shared_columns, strict=True):
+                if shared:
+                    selected.append(f"%s::{db_type}")
+                else:
+                    number += 1
+                    selected.append(f"c{number}")
+                    arrays.append(f"%s::{db_type}[]")
+            names = ", ".join(f"c{n}" for n in range(1, number + 1))
+            source = f"unnest({', '.join(arrays)}) AS u({names})" if arrays else "(SELECT 1) AS u"
+            sql = self.many[shared_columns] = (
+                f"INSERT INTO {self.table} ({self.columns}) SELECT {', '.join(selected)} "
+                f"FROM {source} {self.returning}"
+            )
+        return sql
+
+
+_PLANS: weakref.WeakKeyDictionary[Any, dict[type[Model], _Plan]] = weakref.WeakKeyDictionary()
+
+
+def _plan(model: type[Model], connection: Any) -> _Plan:
+    plans = _PLANS.setdefault(connection, {})
+    plan = plans.get(model)
+    if plan is None:
+        plan = plans[model] = _Plan(model, connection)
+    return plan
+
+
+def _computed(fields: dict[str, Any]) -> bool:
+    return any(hasattr(value, "resolve_expression") for value in fields.values())
+
+
+def _one_round_trip(connection: Any) -> bool:
+    """Whether the INSERT, its COMMIT and the NOTIFY can go as one query string: PostgreSQL
+    with psycopg 3, in autocommit, with nobody watching the queries through Django's cursor
+    (DEBUG's log, a test's capture, an execute_wrapper): they get the ORM's two statements."""
+    if connection.vendor != "postgresql" or connection.queries_logged:
+        return False
+    if connection.execute_wrappers or connection.in_atomic_block:
+        return False
+    if not connection.get_autocommit():
+        return False
+    return hasattr(connection.connection, "prepare_threshold")  # psycopg 3, not psycopg2
+
+
+def insert_job(model: type[Model], using: str, fields: dict[str, Any]) -> Model | None:
+    """Insert one row of `fields` (already checked) and wake workers as the ORM path does;
+    None when the ORM must do it (see the module's docstring)."""
+    if pre_save.has_listeners(model) or post_save.has_listeners(model) or _computed(fields):
+        return None
+    connection = connections[using]
+    connection.ensure_connection()
+    plan = _plan(model, connection)
+    if not plan.usable:
+        return None
+    python, prepared = plan.values(fields, connection, {})
+    queue = fields.get("queue", "default")
+    due_at = fields.get("next_run_at")
+    notify = wanted(using, due_at)
+    if notify and _one_round_trip(connection):
+        import psycopg
+
+        # COMMIT inside a query string ends the implicit transaction of what came before
+        # it; the pg_notify() runs in a transaction of its own. If the INSERT fails,
+        # PostgreSQL skips the rest and rolls the INSERT back: nobody is woken.
+        sql = f"{plan.insert} {plan.returning}; COMMIT; SELECT pg_notify(%s, %s)"
+        with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as c:
+            c.execute(sql, [*prepared, CHANNEL, queue])
+            pk = c.fetchone()[0]  # type: ignore[index]
+    else:
+        connection.validate_no_broken_transaction()
+        pk = _execute_returning(connection, plan, f"{plan.insert} {plan.returning}", prepared)
+        if notify:
+            wake_workers(using, [queue], due_at=due_at)
+    return model.from_db(using, plan.attnames, [pk, *python])
+
+
+def _execute_returning(connection: Any, plan: _Plan, sql: str, params: Sequence[Any]) -> Any:
+    """The new row's primary key; through Django's cursor when an execute_wrapper watches."""
+    from .claiming.sql import bound_cursor  # the claiming package imports the models
+
+    cursors = connection.cursor if connection.execute_wrappers else lambda: bound_cursor(connection)
+    with cursors() as cursor:
+        cursor.execute(sql, params)
+        if not plan.returning:
+            return connection.ops.last_insert_id(cursor, plan.db_table, plan.pk.column)
+        return cursor.fetchone()[0]
+
+
+def insert_jobs(
+    model: type[Model], using: str, rows: list[dict[str, Any]], batch_size: int
+) -> list[Model] | None:
+    """Insert `rows` (already checked, each with the same keys) with one INSERT ... SELECT
+    FROM unnest() per batch, in one transaction, then wake workers; None when the ORM's
+    bulk_create() must do it (not PostgreSQL with psycopg 3, or computed values)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return None
+    connection.ensure_connection()
+    if not hasattr(connection.connection, "prepare_threshold"):
+        return None
+    plan = _plan(model, connection)
+    keys = set(rows[0]) if rows else set()
+    if not plan.usable or any(set(row) != keys or _computed(row) for row in rows):
+        return None
+    from .claiming.sql import bound_cursor  # the claiming package imports the models
+
+    created: list[Model] = []
+    with transaction.atomic(using=using, savepoint=False):
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            # Callable defaults (created_at, updated_at) once per batch, as bulk_create()
+            # calls them once per instance a moment apart.
+            shared = {}
+            for f in plan.fields:
+                if f.attname not in keys and f.attname not in plan.constants:
+                    value = f.get_default()
+                    shared[f.attname] = (value, f.get_db_prep_save(value, connection))
+            columns: list[list[Any]] = []
+            scalars: list[Any] = []
+            arrays: list[list[Any]] = []
+            mask = []
+            for f, json in zip(plan.fields, plan.json, strict=True):
+                name = f.attname
+                if name in keys:
+                    values = [row[name] for row in batch]
+                    one = _same(values, json)
+                    if one:
+                        scalars.append(f.get_db_prep_save(values[0], connection))
+                    else:
+                        arrays.append([f.get_db_prep_save(v, connection) for v in values])
+                else:
+                    value, db_value = plan.constants.get(name) or shared[name]
+                    values = [value] * len(batch)
+                    one = True
+                    scalars.append(db_value)
+                columns.append(values)
+                mask.append(one)
+            # The scalars come first in the statement (its SELECT list), then the arrays.
+            params = [*scalars, *arrays]
+            with bound_cursor(connection) as cursor:
+                cursor.execute(plan.unnest(tuple(mask)), params)
+                ids = [row[0] for row in cursor.fetchall()]
+            attnames = plan.attnames
+            for index, pk in enumerate(ids):
+                created.append(
+                    model.from_db(using, attnames, [pk, *(values[index] for values in columns)])
+                )
+        soonest = min((j.next_run_at for j in created if j.next_run_at is not None), default=None)  # type: ignore[attr-defined]
+        if soonest is not None:
+            wake_workers(using, {j.queue for j in created}, due_at=soonest)  # type: ignore[attr-defined]
+    return created
+
+
+def _same(values: list[Any], json: bool) -> bool:
+    """Whether every value of a column in the batch is the same one, to be sent once.
+
+    JSON is compared by identity (or as the empty dict): 1 == 1.0 == True within data would
+    otherwise store the first row's number for all.
+    """
+    first = values[0]
+    if json:
+        if type(first) is dict and not first:
+            return all(type(v) is dict and not v for v in values)
+        return all(v is first for v in values)
+    return all(v is first or (type(v) is type(first) and v == first) for v in values)

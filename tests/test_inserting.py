@@ -1,0 +1,185 @@
+"""The enqueue hot path (inserting.py): the rows it writes are the ORM's, on every database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.db.models.signals import pre_save
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_jobs import inserting, now, schedule, schedule_many
+from django_jobs.models import Job
+from tests.test_notify import listening, postgresql_only  # noqa: F401  (a fixture)
+
+# Set by the database or at the call, so never compared.
+MOVING = {"id", "created_at", "updated_at", "next_run_at"}
+
+
+def stored(job: Job) -> dict[str, Any]:
+    row = Job.objects.filter(pk=job.pk).values().get()
+    return {k: v for k, v in row.items() if k not in MOVING}
+
+
+def orm_row(**fields: Any) -> dict[str, Any]:
+    """The row Model.create() writes for the same fields: what the fast path must match."""
+    fields.setdefault("limited", False)
+    return stored(Job.objects.create(**fields))
+
+
+def same_instance(job: Job) -> None:
+    """The returned instance holds what was stored, and knows it was saved, and where."""
+    fresh = Job.objects.get(pk=job.pk)
+    assert not job._state.adding and job._state.db == "default"
+    for f in Job._meta.concrete_fields:
+        assert getattr(job, f.attname) == getattr(fresh, f.attname), f.name
+
+
+@pytest.mark.django_db
+def test_a_job_from_now_is_the_row_the_orm_writes():
+    job = now("record", {"a": [1, 2.5, True, None, "é"]}, priority="high", lock_key="k")
+    assert stored(job) == orm_row(
+        name="record",
+        data={"a": [1, 2.5, True, None, "é"]},
+        priority=10,
+        lock_key="k",
+        limited=True,
+        max_attempts=job.max_attempts,
+        queue=job.queue,
+    )
+    same_instance(job)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_autocommit_the_job_is_committed_in_one_statement_and_readable_at_once():
+    # On PostgreSQL: the INSERT, its COMMIT and the NOTIFY in one query string.
+    job = now("record", {"n": 1})
+    same_instance(job)
+    later = schedule(timedelta(hours=1), "record")
+    assert later.next_run_at == Job.objects.get(pk=later.pk).next_run_at
+    assert not connection.in_atomic_block and connection.get_autocommit()
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_made_in_a_rolled_back_transaction_is_gone():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        job = now("record")
+        assert Job.objects.filter(pk=job.pk).exists()
+        raise RuntimeError("rolled back")
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_insert_raises_djangos_error_and_leaves_the_connection_usable(monkeypatch):
+    real = inserting._Plan.values
+
+    def nameless(self, fields, conn, shared):  # name is NOT NULL
+        python, prepared = real(self, fields, conn, shared)
+        prepared[[f.attname for f in self.fields].index("name")] = None
+        return python, prepared
+
+    monkeypatch.setattr(inserting._Plan, "values", nameless)
+    with pytest.raises(DatabaseError):
+        now("record")
+    monkeypatch.undo()
+    assert not Job.objects.exists()
+    now("record")  # not left in an aborted transaction
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_pre_save_receiver_still_hears_every_new_job():
+    heard = []
+
+    def receiver(sender: Any, instance: Job, **kwargs: Any) -> None:
+        heard.append(instance.name)
+
+    pre_save.connect(receiver, sender=Job)
+    try:
+        job = now("record")
+    finally:
+        pre_save.disconnect(receiver, sender=Job)
+    assert heard == ["record"]
+    same_instance(job)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_captured_queries_and_execute_wrappers_see_the_insert():
+    seen = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        job = now("record")
+    with CaptureQueriesContext(connection) as captured:
+        other = now("record")
+    assert any(sql.startswith("INSERT") for sql in seen)
+    assert any(q["sql"].startswith("INSERT") for q in captured.captured_queries)
+    same_instance(job)
+    same_instance(other)
+
+
+@pytest.mark.django_db
+def test_schedule_many_writes_the_rows_the_orm_writes_in_order_across_batches():
+    at = timezone.now() + timedelta(hours=1)
+    items: list[Any] = [
+        ("now", "record", None),
+        (at, "record", {"x": 1}),
+        ("now", "record", {"x": True}, {"queue": "q2", "priority": 5}),
+        ("in 2 hours", "record", {"x": 1.0}, {"lock_key": "k", "max_attempts": 7}),
+        ("now", "record", {}),
+    ]
+    jobs = schedule_many(items, batch_size=2)
+    assert [j.queue for j in jobs] == ["default", "default", "q2", "default", "default"]
+    # 1, True and 1.0 are three values in JSON, however equal Python finds them.
+    assert [stored(j)["data"] for j in jobs] == [{}, {"x": 1}, {"x": True}, {"x": 1.0}, {}]
+    assert repr(stored(jobs[3])["data"]) == "{'x': 1.0}"
+    assert Job.objects.get(pk=jobs[1].pk).next_run_at == at
+    for job in jobs:
+        same_instance(job)
+    assert stored(jobs[3]) == orm_row(
+        name="record",
+        data={"x": 1.0},
+        lock_key="k",
+        limited=True,
+        max_attempts=7,
+        queue="default",
+    )
+
+
+@pytest.mark.django_db
+def test_schedule_many_of_one_shared_row_and_of_nothing():
+    assert schedule_many([]) == []
+    (job,) = schedule_many([("now", "record", None)])
+    same_instance(job)
+    jobs = schedule_many([("now", "record", {"same": "data"})] * 3)
+    assert len({j.pk for j in jobs}) == 3
+    assert all(stored(j)["data"] == {"same": "data"} for j in jobs)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_in_autocommit_the_notify_follows_the_commit_and_a_failed_insert_sends_none(
+    listening,  # noqa: F811  (the fixture imported above)
+    monkeypatch,
+):
+    job = now("record", queue="fast")
+    assert listening() == ["fast"]
+    assert Job.objects.filter(pk=job.pk).exists()
+
+    def nameless(self, fields, conn, shared):
+        python, prepared = real(self, fields, conn, shared)
+        prepared[[f.attname for f in self.fields].index("name")] = None
+        return python, prepared
+
+    real = inserting._Plan.values
+    monkeypatch.setattr(inserting._Plan, "values", nameless)
+    with pytest.raises(DatabaseError):
+        now("record", queue="failed")
+    assert listening(timeout=0.3) == []
