@@ -11,7 +11,7 @@ always runs first or on a warmer machine):
     project's; W2 on PostgreSQL also measures the bare-SQL W2 floor);
   - PgQueuer: peer_pgqueuer.py -w w1,w2,enqueue, in /tmp/venv-pgqueuer;
   - procrastinate: peer_procrastinate.py -w w1,w2,enqueue, in /tmp/venv-procrastinate;
-  - the SQL floor: floor/pgbench_floor.py (pgbench, claim 1 and claim 10, 8 clients).
+  - the SQL floor: floor/pgbench_floor.py (pgbench, claim 1, 10 and 100, 8 clients).
 Each on its own database (bench_compare_*; created if missing, emptied by its script). The
 peers' venvs are made first where missing, with pip. Every run's whole output is kept in
 --out, one file per round and library.
@@ -240,7 +240,7 @@ def lines(jobs: int) -> list[Line]:
         return {library: [("", get)] for library in peers}
 
     w1_line = each(best2)
-    w1_line["SQL floor"] = [("1 per claim: ", floor(1)), ("10 per claim: ", floor(10))]
+    w1_line["SQL floor"] = [(f"{n} per claim: ", floor(n)) for n in (1, 10, 100)]
     w2_p50, w2_p95 = each(w2("p50")), each(w2("p95"))
     w2_p50["SQL floor"] = [("", w2_floor(0))]
     w2_p95["SQL floor"] = [("", w2_floor(1))]

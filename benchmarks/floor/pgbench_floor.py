@@ -13,7 +13,8 @@ VACUUM ANALYZEd, then `--clients` (8) pgbench clients, each transaction of the s
     LOCKED, its id returned), a second one deletes it (the job's outcome): two commits per
     job, as a worker that claims one job at a time;
   - claim10.sql: the same with 10 rows per claim and one DELETE of the 10: two commits per
-    10 jobs, as a worker that claims in batches.
+    10 jobs, as a worker that claims in batches;
+  - claim100.sql: 100 rows per claim, as PgQueuer's best settings (batch_size 100).
 Each is its own transaction (autocommit), as a worker's claim and outcome are, with the
 server's synchronous_commit (on): every commit durable. The clients run enough transactions
 between them to drain the table; jobs/s is the rows deleted over pgbench's own time (its tps,
@@ -38,7 +39,7 @@ import psycopg
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_floor"
-SCRIPTS = {1: HERE / "claim1.sql", 10: HERE / "claim10.sql"}  # jobs per claim: script
+SCRIPTS = {n: HERE / f"claim{n}.sql" for n in (1, 10, 100)}  # jobs per claim: script
 TABLE = """
 CREATE TABLE floor_job (
     id bigserial PRIMARY KEY,
