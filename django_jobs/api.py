@@ -43,8 +43,12 @@ def _job_fields(
     queue: str | None,
     max_attempts: int | None,
     lock_key: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The checked fields of a new job row; raises a JobsError for any value out of bounds."""
+    """The checked fields of a new job row; raises a JobsError for any value out of bounds.
+
+    `now` is the instant "now" and relative times count from (default: the clock's now).
+    """
     definition = registry[name]
     data = {} if data is None else data
     check_json(data)
@@ -59,7 +63,7 @@ def _job_fields(
             if max_attempts is None
             else ATTEMPTS.check("max_attempts", max_attempts)
         ),
-        "next_run_at": parse_when(when, now=timezone.now()),
+        "next_run_at": parse_when(when, now=timezone.now() if now is None else now),
     }
 
 
@@ -120,6 +124,8 @@ def schedule_many(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidOption(f"Invalid batch_size={batch_size!r}. Use a whole number of 1 or more.")
     rows = []
+    # One clock reading for the call: "now" and "in N minutes" count from when it started.
+    started = timezone.now()
     for index, item in enumerate(jobs):
         if not isinstance(item, tuple | list) or len(item) not in (3, 4):
             raise InvalidOption(
@@ -134,7 +140,7 @@ def schedule_many(
                 f"dict with some of {', '.join(MANY_OPTIONS)}."
             )
         fields = {option: options.get(option) for option in MANY_OPTIONS}
-        rows.append(_job_fields(when, name, data, **fields))
+        rows.append(_job_fields(when, name, data, **fields, now=started))
     db = using or settings.DATABASE
     return Job.objects.using(db).create_jobs(rows, batch_size=batch_size)
 

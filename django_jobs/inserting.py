@@ -50,33 +50,59 @@ class _Plan:
         self.columns = ", ".join(qn(f.column) for f in self.fields)
         returns = connection.features.can_return_columns_from_insert  # else: last_insert_id
         self.returning = f"RETURNING {qn(opts.pk.column)}" if returns else ""
-        placeholders = ", ".join(["%s"] * len(self.fields))
-        self.insert = f"INSERT INTO {self.table} ({self.columns}) VALUES ({placeholders})"
         self.types = [f.db_type(connection) for f in self.fields]
         self.json = [f.get_internal_type() == "JSONField" for f in self.fields]
+        self.one: dict[tuple[str, ...], tuple[str, list[bool]]] = {}
         self.many: dict[tuple[bool, ...], str] = {}
 
+    def statement(self, keys: tuple[str, ...], connection: Any) -> tuple[str, list[bool]]:
+        """The INSERT of a row given the fields `keys`, and which columns it writes as literals.
+
+        On PostgreSQL the defaults that never change are written into the statement once,
+        so a call quotes or binds only the values it was given.
+        """
+        cached = self.one.get(keys)
+        if cached is None:
+            inline = [
+                connection.vendor == "postgresql"
+                and f.attname not in keys
+                and f.attname in self.constants
+                for f in self.fields
+            ]
+            values = [
+                # A literal's % would read as a placeholder: doubled, it stays one %.
+                connection.ops.compose_sql("%s", [self.constants[f.attname][1]]).replace("%", "%%")
+                if literal
+                else "%s"
+                for f, literal in zip(self.fields, inline, strict=True)
+            ]
+            sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({', '.join(values)})"
+            cached = self.one[keys] = (f"{sql} {self.returning}".rstrip(), inline)
+        return cached
+
     def values(
-        self, fields: dict[str, Any], connection: Any, shared: dict[str, tuple[Any, Any]]
+        self, fields: dict[str, Any], connection: Any, inline: list[bool]
     ) -> tuple[list[Any], list[Any]]:
-        """(Python values, database values) of a row, in the order of self.fields."""
-        python, prepared = [], []
+        """The Python values of a row (self.fields' order), and the parameters of its INSERT:
+        the database values of the columns not written as literals."""
+        python, params = [], []
         constants = self.constants
-        for f in self.fields:
+        for f, literal in zip(self.fields, inline, strict=True):
             name = f.attname
+            if literal:
+                python.append(constants[name][0])
+                continue
             if name in fields:
                 value = fields[name]
                 db_value = f.get_db_prep_save(value, connection)
             elif name in constants:
                 value, db_value = constants[name]
-            elif name in shared:
-                value, db_value = shared[name]
             else:
                 value = f.get_default()
                 db_value = f.get_db_prep_save(value, connection)
             python.append(value)
-            prepared.append(db_value)
-        return python, prepared
+            params.append(db_value)
+        return python, params
 
     def unnest(self, shared_columns: tuple[bool, ...]) -> str:
         """INSERT ... SELECT FROM unnest(arrays): a scalar parameter where `shared_columns`
@@ -92,7 +118,12 @@ class _Plan:
                     selected.append(f"c{number}")
                     arrays.append(f"%s::{db_type}[]")
             names = ", ".join(f"c{n}" for n in range(1, number + 1))
-            source = f"unnest({', '.join(arrays)}) AS u({names})" if arrays else "(SELECT 1) AS u"
+            # With every value shared, the number of rows is the one parameter of the source.
+            source = (
+                f"unnest({', '.join(arrays)}) AS u({names})"
+                if arrays
+                else "generate_series(1, %s) AS u"
+            )
             sql = self.many[shared_columns] = (
                 f"INSERT INTO {self.table} ({self.columns}) SELECT {', '.join(selected)} "
                 f"FROM {source} {self.returning}"
@@ -138,7 +169,8 @@ def insert_job(model: type[Model], using: str, fields: dict[str, Any]) -> Model 
     plan = _plan(model, connection)
     if not plan.usable:
         return None
-    python, prepared = plan.values(fields, connection, {})
+    sql, inline = plan.statement(tuple(fields), connection)
+    python, params = plan.values(fields, connection, inline)
     queue = fields.get("queue", "default")
     due_at = fields.get("next_run_at")
     notify = wanted(using, due_at)
@@ -148,13 +180,13 @@ def insert_job(model: type[Model], using: str, fields: dict[str, Any]) -> Model 
         # COMMIT inside a query string ends the implicit transaction of what came before
         # it; the pg_notify() runs in a transaction of its own. If the INSERT fails,
         # PostgreSQL skips the rest and rolls the INSERT back: nobody is woken.
-        sql = f"{plan.insert} {plan.returning}; COMMIT; SELECT pg_notify(%s, %s)"
+        sql = f"{sql}; COMMIT; SELECT pg_notify(%s, %s)"
         with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as c:
-            c.execute(sql, [*prepared, CHANNEL, queue])
+            c.execute(sql, [*params, CHANNEL, queue])
             pk = c.fetchone()[0]  # type: ignore[index]
     else:
         connection.validate_no_broken_transaction()
-        pk = _execute_returning(connection, plan, f"{plan.insert} {plan.returning}", prepared)
+        pk = _execute_returning(connection, plan, sql, params)
         if notify:
             wake_workers(using, [queue], due_at=due_at)
     return model.from_db(using, plan.attnames, [pk, *python])
@@ -222,7 +254,7 @@ def insert_jobs(
                 columns.append(values)
                 mask.append(one)
             # The scalars come first in the statement (its SELECT list), then the arrays.
-            params = [*scalars, *arrays]
+            params = [*scalars, *arrays] if arrays else [*scalars, len(batch)]
             with bound_cursor(connection) as cursor:
                 cursor.execute(plan.unnest(tuple(mask)), params)
                 ids = [row[0] for row in cursor.fetchall()]

@@ -323,12 +323,12 @@ def check_when(instant: datetime, *, value: object = None, name: str = "when") -
     which Python allows (up to 23:59). `value` is what the user passed (a string, a
     timedelta), quoted in the error instead of the instant it became.
     """
-    quoted = shown(instant if value is None else value)
     try:
         aware = isinstance(instant, datetime) and instant.utcoffset() is not None
     except (ValueError, OverflowError, TypeError):
         aware = False
     if not aware:
+        quoted = shown(instant if value is None else value)
         raise InvalidSchedule(
             f"{name}={quoted} has no timezone, so its instant is ambiguous; pass an aware "
             "datetime (e.g. django.utils.timezone.make_aware(value))."
@@ -338,6 +338,7 @@ def check_when(instant: datetime, *, value: object = None, name: str = "when") -
     except OverflowError:
         inside = False
     if not inside:
+        quoted = shown(instant if value is None else value)
         raise InvalidSchedule(
             f"{name}={quoted} is outside the times django_jobs can store, "
             f"{MIN_WHEN.isoformat()} to {MAX_WHEN.isoformat()} (UTC); pick a time in that range."

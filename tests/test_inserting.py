@@ -11,7 +11,7 @@ from django.db.models.signals import pre_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_jobs import inserting, now, schedule, schedule_many
+from django_jobs import now, schedule, schedule_many
 from django_jobs.models import Job
 from tests.test_notify import listening, postgresql_only  # noqa: F401  (a fixture)
 
@@ -75,14 +75,8 @@ def test_a_job_made_in_a_rolled_back_transaction_is_gone():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_insert_raises_djangos_error_and_leaves_the_connection_usable(monkeypatch):
-    real = inserting._Plan.values
-
-    def nameless(self, fields, conn, shared):  # name is NOT NULL
-        python, prepared = real(self, fields, conn, shared)
-        prepared[[f.attname for f in self.fields].index("name")] = None
-        return python, prepared
-
-    monkeypatch.setattr(inserting._Plan, "values", nameless)
+    # name is NOT NULL: the database refuses the row.
+    monkeypatch.setattr(Job._meta.get_field("name"), "get_db_prep_save", lambda v, c: None)
     with pytest.raises(DatabaseError):
         now("record")
     monkeypatch.undo()
@@ -173,13 +167,7 @@ def test_in_autocommit_the_notify_follows_the_commit_and_a_failed_insert_sends_n
     assert listening() == ["fast"]
     assert Job.objects.filter(pk=job.pk).exists()
 
-    def nameless(self, fields, conn, shared):
-        python, prepared = real(self, fields, conn, shared)
-        prepared[[f.attname for f in self.fields].index("name")] = None
-        return python, prepared
-
-    real = inserting._Plan.values
-    monkeypatch.setattr(inserting._Plan, "values", nameless)
+    monkeypatch.setattr(Job._meta.get_field("name"), "get_db_prep_save", lambda v, c: None)
     with pytest.raises(DatabaseError):
         now("record", queue="failed")
     assert listening(timeout=0.3) == []
