@@ -41,7 +41,7 @@ class _Plan:
         # Defaults that are not callables are the same for every row: prepared once.
         self.constants: dict[str, tuple[Any, Any]] = {}
         for f in self.fields:
-            if not callable(f.default):
+            if not f.has_default() or not callable(f.default):  # NOT_PROVIDED is a class
                 value = f.get_default()
                 self.constants[f.attname] = (value, f.get_db_prep_save(value, connection))
         qn = connection.ops.quote_name
