@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection, transaction
-from django.db.models.signals import pre_save
+from django.db.models.signals import post_init, pre_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -171,3 +171,25 @@ def test_in_autocommit_the_notify_follows_the_commit_and_a_failed_insert_sends_n
     with pytest.raises(DatabaseError):
         now("record", queue="failed")
     assert listening(timeout=0.3) == []
+
+
+@pytest.mark.django_db
+def test_post_init_receivers_see_every_returned_job_and_the_jobs_save_as_any_other():
+    seen = []
+
+    def receiver(sender: Any, instance: Job, **kwargs: Any) -> None:
+        seen.append(instance.name)
+
+    post_init.connect(receiver, sender=Job)
+    try:
+        jobs = [now("record"), *schedule_many([("now", "record", None)] * 2)]
+    finally:
+        post_init.disconnect(receiver, sender=Job)
+    assert seen == ["record"] * 3
+    fast = schedule_many([("now", "record", None)])[0]
+    for job in (*jobs, fast):
+        same_instance(job)
+        job.priority = 3
+        job.save(update_fields=["priority"])
+        job.refresh_from_db()
+        assert job.priority == 3 and str(job) == f"record #{job.pk}"
