@@ -508,3 +508,25 @@ def test_a_row_with_no_registered_definition_fails_and_blocks_nothing():
         job.refresh_from_db()
         assert job.state == JobState.SUCCEEDED
     assert set(Execution.objects.values_list("job_id", flat=True)) == {ok.pk, later.pk}
+
+
+# What a claim reads back
+
+
+@pytest.mark.django_db
+def test_a_claimed_job_reads_its_data_and_times_as_they_were_written():
+    """The claim's rows come back in binary on PostgreSQL (claiming/sql.py: fetch_all):
+    JSON still reaches JSONField as text, and every time is the same aware instant."""
+    data = {"email": "ada@example.com", "name": "Zoë ✓", "nested": {"a": [1, 2.5, None, True]}}
+    job = due(data=data)
+    stored = Job.objects.get(pk=job.pk)
+    [claimed] = claim_jobs()
+    assert not hasattr(claimed, "decode_error")
+    assert claimed.data == data
+    assert claimed.next_run_at == stored.next_run_at
+    assert claimed.next_run_at.utcoffset() == timedelta(0)
+    assert claimed.created_at == stored.created_at
+    assert claimed.last_started_at is not None and claimed.locked_until > claimed.last_started_at
+    assert claimed.run.started_at == claimed.last_started_at
+    assert finish(claimed, claimed.run, result={"sent": ["ada@example.com"], "n": 1})
+    assert Job.objects.get(pk=job.pk).result == {"sent": ["ada@example.com"], "n": 1}

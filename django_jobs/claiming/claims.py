@@ -15,7 +15,7 @@ from django.db.models import F, Q
 from ..db import EARLIEST_TIME, DbNow, db_now_plus, write_transaction
 from ..models import Job, JobQuerySet, JobRun, JobState, RunOutcome, new_run, new_token
 from .limits import Group, group_lock, room_for
-from .sql import bound_cursor, column_name, quoted_columns, row_reader
+from .sql import column_name, fetch_all, quoted_columns, row_reader
 
 logger = logging.getLogger(__name__)
 
@@ -397,9 +397,7 @@ def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
         value = given[f.name] if f.name in given else f.get_default()
         params.append(f.get_db_prep_save(value, connection))
     job_fields = Job._meta.concrete_fields
-    with bound_cursor(connection) as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = fetch_all(connection, sql, params)
     claimed: list[tuple[Job, JobRun]] = []
     width = len(job_fields)
     read = row_reader(Job, connection, request.using)

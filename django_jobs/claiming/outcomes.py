@@ -16,9 +16,9 @@ from ..models import Job, JobRun, JobState, RunOutcome
 from ..notify import wake_workers
 from ..recurring import next_slot
 from .sql import (
-    bound_cursor,
     concrete_field,
     database_now,
+    fetch_all,
     qualified_column,
     unnest_update,
     update_each,
@@ -271,9 +271,8 @@ def _finish_postgresql(
         parts.append(f"r AS ({sql})")
         params += part_params
     union = " UNION ALL ".join(f"SELECT id FROM j{n}" for n in range(len(groups)))
-    with bound_cursor(connection) as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} {union}", params)
-        return {row[0] for row in cursor.fetchall()}
+    kept = fetch_all(connection, f"WITH {', '.join(parts)} {union}", params)
+    return {row[0] for row in kept}
 
 
 def release(job: Job, run: JobRun | None, *, reason: str, discard_run: bool = False) -> bool:
