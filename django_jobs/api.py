@@ -111,6 +111,7 @@ def now(name: str, data: Any = None, **options: Any) -> Job:
 
 
 MANY_OPTIONS = ("priority", "queue", "max_attempts", "lock_key")  # per item of schedule_many()
+_MANY_OPTIONS = frozenset(MANY_OPTIONS)
 
 
 def schedule_many(
@@ -134,7 +135,7 @@ def schedule_many(
             )
         when, name, data = item[:3]
         options: Any = item[3] if len(item) == 4 else {}
-        if not isinstance(options, dict) or set(options) - set(MANY_OPTIONS):
+        if not isinstance(options, dict) or not _MANY_OPTIONS.issuperset(options):
             raise InvalidOption(
                 f"Item {index} of schedule_many() has the options {shown(options)}; use a "
                 f"dict with some of {', '.join(MANY_OPTIONS)}."

@@ -15,9 +15,10 @@ two transactions, so the NOTIFY is sent after the job's commit as docs/performan
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from django.db import connections, transaction
@@ -242,51 +243,100 @@ def insert_jobs(
     keys = set(rows[0]) if rows else set()
     if not plan.usable or any(set(row) != keys or _computed(row) for row in rows):
         return None
-    from .claiming.sql import bound_cursor  # the claiming package imports the models
-
     created: list[Model] = []
-    with transaction.atomic(using=using, savepoint=False):
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            # Callable defaults (created_at, updated_at) once per batch, as bulk_create()
-            # calls them once per instance a moment apart.
-            shared = {}
-            for f in plan.fields:
-                if f.attname not in keys and f.attname not in plan.constants:
-                    value = f.get_default()
-                    shared[f.attname] = (value, f.get_db_prep_save(value, connection))
-            columns: list[list[Any]] = []
-            scalars: list[Any] = []
-            arrays: list[list[Any]] = []
-            mask = []
-            for f, json in zip(plan.fields, plan.json, strict=True):
-                name = f.attname
-                if name in keys:
-                    values = [row[name] for row in batch]
-                    one = _same(values, json)
-                    if one:
-                        scalars.append(f.get_db_prep_save(values[0], connection))
-                    else:
-                        arrays.append([f.get_db_prep_save(v, connection) for v in values])
-                else:
-                    value, db_value = plan.constants.get(name) or shared[name]
-                    values = [value] * len(batch)
-                    one = True
-                    scalars.append(db_value)
-                columns.append(values)
-                mask.append(one)
-            # The scalars come first in the statement (its SELECT list), then the arrays.
-            params = [*scalars, *arrays] if arrays else [*scalars, len(batch)]
-            with bound_cursor(connection) as cursor:
-                cursor.execute(plan.unnest(tuple(mask)), params)
-                ids = [row[0] for row in cursor.fetchall()]
-            instance = plan.instance
-            for index, pk in enumerate(ids):
-                created.append(instance(using, [pk, *(values[index] for values in columns)]))
+    with transaction.atomic(using=using, savepoint=False), _batches(connection) as send:
+        # Each batch is sent before the instances of the one before are built, and the next
+        # one's values are ready when its ids are read: Python works while PostgreSQL inserts.
+        sent: tuple[Any, list[list[Any]]] | None = None
+        for start in [*range(0, len(rows), batch_size), None]:
+            ready = (
+                None if start is None else _batch(plan, connection, keys, rows, start, batch_size)
+            )
+            ids = sent[0]() if sent is not None else []
+            if ready is not None:
+                sql, params, columns = ready
+                ready_ids = send(sql, params)
+            if sent is not None:
+                instance = plan.instance
+                for pk, values in zip(ids, zip(*sent[1], strict=True), strict=True):
+                    created.append(instance(using, [pk, *values]))
+            sent = None if ready is None else (ready_ids, columns)
         soonest = min((j.next_run_at for j in created if j.next_run_at is not None), default=None)  # type: ignore[attr-defined]
         if soonest is not None:
             wake_workers(using, {j.queue for j in created}, due_at=soonest)  # type: ignore[attr-defined]
     return created
+
+
+def _batch(
+    plan: _Plan, connection: Any, keys: set[str], rows: list[dict[str, Any]], start: int, size: int
+) -> tuple[str, list[Any], list[list[Any]]]:
+    """The statement and parameters of one batch, and its columns of Python values."""
+    batch = rows[start : start + size]
+    # Callable defaults (created_at, updated_at) once per batch, as bulk_create() calls them
+    # once per instance a moment apart.
+    shared = {}
+    for f in plan.fields:
+        if f.attname not in keys and f.attname not in plan.constants:
+            value = f.get_default()
+            shared[f.attname] = (value, f.get_db_prep_save(value, connection))
+    columns: list[list[Any]] = []
+    scalars: list[Any] = []
+    arrays: list[list[Any]] = []
+    mask = []
+    for f, json in zip(plan.fields, plan.json, strict=True):
+        name = f.attname
+        if name in keys:
+            values = [row[name] for row in batch]
+            one = _same(values, json)
+            if one:
+                scalars.append(f.get_db_prep_save(values[0], connection))
+            else:
+                arrays.append([f.get_db_prep_save(v, connection) for v in values])
+        else:
+            value, db_value = plan.constants.get(name) or shared[name]
+            values = [value] * len(batch)
+            one = True
+            scalars.append(db_value)
+        columns.append(values)
+        mask.append(one)
+    # The scalars come first in the statement (its SELECT list), then the arrays.
+    params = [*scalars, *arrays] if arrays else [*scalars, len(batch)]
+    return plan.unnest(tuple(mask)), params, columns
+
+
+@contextlib.contextmanager
+def _batches(connection: Any) -> Iterator[Callable[[str, list[Any]], Callable[[], list[Any]]]]:
+    """send(sql, params) -> read_ids(): sends an INSERT ... RETURNING and returns the
+    function that reads its ids. In a psycopg pipeline (server-side binding) sending does not
+    wait for the statement; with Django's cursor (queries logged, an execute_wrapper) it does."""
+    if connection.queries_logged or connection.execute_wrappers:
+
+        def send_now(sql: str, params: list[Any]) -> Callable[[], list[Any]]:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                ids = [row[0] for row in cursor.fetchall()]
+            return lambda: ids
+
+        yield send_now
+        return
+    import psycopg
+
+    raw = connection.connection
+    cursors: list[Any] = []
+    with connection.wrap_database_errors:
+        try:
+            with raw.pipeline():
+
+                def send(sql: str, params: list[Any]) -> Callable[[], list[Any]]:
+                    cursor = psycopg.Cursor(raw)
+                    cursors.append(cursor)
+                    cursor.execute(sql, params)
+                    return lambda: [row[0] for row in cursor.fetchall()]
+
+                yield send
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
 
 def _same(values: list[Any], json: bool) -> bool:

@@ -76,7 +76,7 @@ def test_a_job_made_in_a_rolled_back_transaction_is_gone():
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_insert_raises_djangos_error_and_leaves_the_connection_usable(monkeypatch):
     # name is NOT NULL: the database refuses the row.
-    monkeypatch.setattr(Job._meta.get_field("name"), "get_db_prep_save", lambda v, c: None)
+    monkeypatch.setattr(Job._meta.get_field("name"), "get_db_prep_save", lambda v, connection: None)
     with pytest.raises(DatabaseError):
         now("record")
     monkeypatch.undo()
@@ -167,7 +167,7 @@ def test_in_autocommit_the_notify_follows_the_commit_and_a_failed_insert_sends_n
     assert listening() == ["fast"]
     assert Job.objects.filter(pk=job.pk).exists()
 
-    monkeypatch.setattr(Job._meta.get_field("name"), "get_db_prep_save", lambda v, c: None)
+    monkeypatch.setattr(Job._meta.get_field("name"), "get_db_prep_save", lambda v, connection: None)
     with pytest.raises(DatabaseError):
         now("record", queue="failed")
     assert listening(timeout=0.3) == []
@@ -193,3 +193,34 @@ def test_post_init_receivers_see_every_returned_job_and_the_jobs_save_as_any_oth
         job.save(update_fields=["priority"])
         job.refresh_from_db()
         assert job.priority == 3 and str(job) == f"record #{job.pk}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schedule_many_stores_all_batches_or_none_and_the_connection_stays_usable(monkeypatch):
+    queue = Job._meta.get_field("queue")
+    real = queue.get_db_prep_save
+
+    # queue is NOT NULL: the database refuses the row of the third batch.
+    def refused(value: Any, connection: Any) -> Any:
+        return None if value == "boom" else real(value, connection)
+
+    monkeypatch.setattr(queue, "get_db_prep_save", refused)
+    items: list[Any] = [("now", "record", {"n": n}) for n in range(5)]
+    items.append(("now", "record", {}, {"queue": "boom"}))
+    with pytest.raises(DatabaseError):
+        schedule_many(items, batch_size=2)
+    assert not Job.objects.exists()
+    monkeypatch.undo()
+    jobs = schedule_many(items[:5], batch_size=2)
+    assert [stored(j)["data"] for j in jobs] == [{"n": n} for n in range(5)]
+
+
+@pytest.mark.django_db
+def test_schedule_many_with_queries_captured_sends_one_insert_per_batch():
+    with CaptureQueriesContext(connection) as captured:
+        jobs = schedule_many([("now", "record", {"n": n}) for n in range(5)], batch_size=2)
+    inserts = [q for q in captured.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 3
+    assert [stored(j)["data"] for j in jobs] == [{"n": n} for n in range(5)]
+    for job in jobs:
+        same_instance(job)
