@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -61,8 +63,15 @@ def fetch_all(connection: Any, sql: str, params: Sequence[Any]) -> list[Any]:
         if hasattr(cursor, "db"):  # Django's cursor
             cursor.execute(sql, params)
             return list(cursor.fetchall())
-        cursor.execute(sql, params, binary=True)
+        cursor.execute(_binary_placeholders(sql), params, binary=True)
         return list(cursor.fetchall())
+
+
+@functools.lru_cache(maxsize=256)
+def _binary_placeholders(sql: str) -> str:
+    """`sql` with each %s placeholder as %b: psycopg then sends that parameter in binary
+    (%s lets it choose, and it chooses text for lists); "%%s" is a literal and stays."""
+    return re.sub(r"(?<!%)%s", "%b", sql)
 
 
 _BINARY_JSON_READY: weakref.WeakSet[Any] = weakref.WeakSet()
