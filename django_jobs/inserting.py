@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -57,6 +58,7 @@ class _Plan:
         self.json = [f.get_internal_type() == "JSONField" for f in self.fields]
         self.one: dict[tuple[str, ...], tuple[str, list[bool]]] = {}
         self.many: dict[tuple[bool, ...], str] = {}
+        self.rows: dict[tuple[str, ...], tuple[str, list[bool]]] = {}
         self.model = model
         # An attribute behind a data descriptor must be set through it, as __init__ does.
         self.plain = not any(
@@ -101,6 +103,23 @@ class _Plan:
             ]
             sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({', '.join(values)})"
             cached = self.one[keys] = (f"{sql} {self.returning}".rstrip(), inline)
+        return cached
+
+    def row(self, keys: set[str], connection: Any) -> tuple[str, list[bool]]:
+        """The VALUES tuple of one row of a multi-row INSERT (SQLite, MariaDB) whose rows
+        give the fields `keys`, and which of its columns are literals: the constant defaults
+        simple enough to write without the backend's quoting."""
+        key = tuple(sorted(keys))
+        cached = self.rows.get(key)
+        if cached is None:
+            parts, inline = [], []
+            for f in self.fields:
+                literal = None
+                if f.attname not in keys and f.attname in self.constants:
+                    literal = _plain_literal(self.constants[f.attname][1])
+                parts.append("%s" if literal is None else literal)
+                inline.append(literal is not None)
+            cached = self.rows[key] = (f"({', '.join(parts)})", inline)
         return cached
 
     def values(
@@ -155,6 +174,23 @@ class _Plan:
 
 
 _PLANS: weakref.WeakKeyDictionary[Any, dict[type[Model], _Plan]] = weakref.WeakKeyDictionary()
+
+
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_ .:-]*")
+
+
+def _plain_literal(value: Any) -> str | None:
+    """SQL for a value that reads the same on every backend (no quote, no backslash), else
+    None: NULL, a whole number, a boolean as 1 or 0, or plain text."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and _PLAIN_TEXT.fullmatch(value):
+        return f"'{value}'"
+    return None
 
 
 def _plan(model: type[Model], connection: Any) -> _Plan:
@@ -230,19 +266,29 @@ def _execute_returning(connection: Any, plan: _Plan, sql: str, params: Sequence[
 def insert_jobs(
     model: type[Model], using: str, rows: list[dict[str, Any]], batch_size: int
 ) -> list[Model] | None:
-    """Insert `rows` (already checked, each with the same keys) with one INSERT ... SELECT
-    FROM unnest() per batch, in one transaction, then wake workers; None when the ORM's
-    bulk_create() must do it (not PostgreSQL with psycopg 3, or computed values)."""
+    """Insert `rows` (already checked, each with the same keys) with one INSERT per batch
+    (PostgreSQL: SELECT FROM unnest(); SQLite and MariaDB: multi-row VALUES), in one
+    transaction, then wake workers; None when the ORM's bulk_create() must do it (psycopg2,
+    MySQL, computed values)."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        return None
     connection.ensure_connection()
-    if not hasattr(connection.connection, "prepare_threshold"):
-        return None
+    postgresql = connection.vendor == "postgresql"
+    if postgresql and not hasattr(connection.connection, "prepare_threshold"):
+        return None  # psycopg2
+    if not postgresql and not connection.features.can_return_rows_from_bulk_insert:
+        return None  # MySQL: the ids of a multi-row INSERT are not returned
     plan = _plan(model, connection)
     keys = set(rows[0]) if rows else set()
     if not plan.usable or any(set(row) != keys or _computed(row) for row in rows):
         return None
+    build = _batch
+    if not postgresql:
+        build = _values_batch
+        # SQLite binds at most 999 values per statement in Django's reckoning.
+        per_row = plan.row(keys, connection)[1].count(False)
+        limit = connection.features.max_query_params
+        if limit and per_row:
+            batch_size = max(1, min(batch_size, limit // per_row))
     created: list[Model] = []
     with transaction.atomic(using=using, savepoint=False), _batches(connection) as send:
         # Each batch is sent before the instances of the one before are built, and the next
@@ -250,7 +296,7 @@ def insert_jobs(
         sent: tuple[Any, list[list[Any]]] | None = None
         for start in [*range(0, len(rows), batch_size), None]:
             ready = (
-                None if start is None else _batch(plan, connection, keys, rows, start, batch_size)
+                None if start is None else build(plan, connection, keys, rows, start, batch_size)
             )
             ids = sent[0]() if sent is not None else []
             if ready is not None:
@@ -304,12 +350,50 @@ def _batch(
     return plan.unnest(tuple(mask)), params, columns
 
 
+def _values_batch(
+    plan: _Plan, connection: Any, keys: set[str], rows: list[dict[str, Any]], start: int, size: int
+) -> tuple[str, list[Any], list[list[Any]]]:
+    """_batch() for SQLite and MariaDB: one multi-row INSERT ... VALUES ... RETURNING."""
+    batch = rows[start : start + size]
+    template, inline = plan.row(keys, connection)
+    shared = {}
+    for f in plan.fields:
+        if f.attname not in keys and f.attname not in plan.constants:
+            value = f.get_default()
+            shared[f.attname] = (value, f.get_db_prep_save(value, connection))
+    columns: list[list[Any]] = []
+    prepared: list[list[Any]] = []
+    for f, literal in zip(plan.fields, inline, strict=True):
+        name = f.attname
+        if name in keys:
+            values = [row[name] for row in batch]
+            if not literal:
+                prepared.append([f.get_db_prep_save(v, connection) for v in values])
+        else:
+            value, db_value = plan.constants.get(name) or shared[name]
+            values = [value] * len(batch)
+            if not literal:
+                prepared.append([db_value] * len(batch))
+        columns.append(values)
+    params = [value for row_values in zip(*prepared, strict=True) for value in row_values]
+    sql = (
+        f"INSERT INTO {plan.table} ({plan.columns}) VALUES "
+        f"{', '.join([template] * len(batch))} {plan.returning}"
+    )
+    return sql, params, columns
+
+
 @contextlib.contextmanager
 def _batches(connection: Any) -> Iterator[Callable[[str, list[Any]], Callable[[], list[Any]]]]:
     """send(sql, params) -> read_ids(): sends an INSERT ... RETURNING and returns the
     function that reads its ids. In a psycopg pipeline (server-side binding) sending does not
-    wait for the statement; with Django's cursor (queries logged, an execute_wrapper) it does."""
-    if connection.queries_logged or connection.execute_wrappers:
+    wait for the statement; with Django's cursor (SQLite, MariaDB, queries logged, an
+    execute_wrapper) it does."""
+    if (
+        connection.vendor != "postgresql"
+        or connection.queries_logged
+        or connection.execute_wrappers
+    ):
 
         def send_now(sql: str, params: list[Any]) -> Callable[[], list[Any]]:
             with connection.cursor() as cursor:

@@ -11,7 +11,7 @@ from django.db.models.signals import post_init, pre_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_jobs import now, schedule, schedule_many
+from django_jobs import inserting, now, schedule, schedule_many
 from django_jobs.models import Job
 from tests.test_notify import listening, postgresql_only  # noqa: F401  (a fixture)
 
@@ -224,3 +224,23 @@ def test_schedule_many_with_queries_captured_sends_one_insert_per_batch():
     assert [stored(j)["data"] for j in jobs] == [{"n": n} for n in range(5)]
     for job in jobs:
         same_instance(job)
+
+
+@pytest.mark.django_db
+def test_a_batch_larger_than_the_backends_bind_limit_is_split_and_keeps_its_order():
+    # SQLite binds at most 999 values per statement in Django's reckoning: 250 rows of
+    # 10 values go in three statements there, in one elsewhere.
+    jobs = schedule_many([("now", "record", {"n": n}) for n in range(250)], batch_size=1000)
+    assert [stored(j)["data"]["n"] for j in jobs] == list(range(250))
+    assert Job.objects.count() == 250
+    assert [j.pk for j in jobs] == sorted(j.pk for j in jobs)
+
+
+def test_only_plain_constants_are_written_as_literals():
+    assert inserting._plain_literal(None) == "NULL"
+    assert inserting._plain_literal(True) == "1"
+    assert inserting._plain_literal(0) == "0"
+    assert inserting._plain_literal("scheduled") == "'scheduled'"
+    assert inserting._plain_literal("") == "''"
+    for value in ("it's", "back\\slash", "50%", 1.5, b"x", {"a": 1}):
+        assert inserting._plain_literal(value) is None
