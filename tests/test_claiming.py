@@ -530,3 +530,29 @@ def test_a_claimed_job_reads_its_data_and_times_as_they_were_written():
     assert claimed.run.started_at == claimed.last_started_at
     assert finish(claimed, claimed.run, result={"sent": ["ada@example.com"], "n": 1})
     assert Job.objects.get(pk=job.pk).result == {"sent": ["ada@example.com"], "n": 1}
+
+
+@pytest.mark.django_db
+def test_a_claim_sends_post_init_for_its_jobs_only_when_someone_listens():
+    """Claimed rows skip Model.__init__ (claiming/sql.py: from_row) unless a pre_init or
+    post_init receiver would see the instance; either way they act as loaded instances."""
+    from django.db.models.signals import post_init
+
+    due()
+    [quiet] = claim_jobs()
+    assert quiet._state.db == "default" and quiet._state.adding is False
+    quiet.refresh_from_db()
+    assert quiet.state == JobState.RUNNING
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance.pk)
+
+    post_init.connect(receiver, sender=Job)
+    try:
+        job = due()
+        seen.clear()
+        [claimed] = claim_jobs()
+    finally:
+        post_init.disconnect(receiver, sender=Job)
+    assert claimed.pk == job.pk and seen == [job.pk]

@@ -15,7 +15,7 @@ from django.db.models import F, Q
 from ..db import EARLIEST_TIME, DbNow, db_now_plus, write_transaction
 from ..models import Job, JobQuerySet, JobRun, JobState, RunOutcome, new_run, new_token
 from .limits import Group, group_lock, room_for
-from .sql import column_name, fetch_all, quoted_columns, row_reader
+from .sql import column_name, fetch_all, from_row, quoted_columns, row_reader
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def _run_builder(request: _ClaimRequest) -> Callable[[Job, int, datetime], JobRu
         values[index["job_name"]] = job.name
         values[index["attempt"]] = job.attempts
         values[index["started_at"]] = started_at
-        run = JobRun.from_db(request.using, attnames, values)
+        run = from_row(JobRun, request.using, attnames, values)
         job_field.set_cached_value(run, job)  # type: ignore[attr-defined]
         return run
 

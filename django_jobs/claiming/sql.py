@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from django.db import connections
 from django.db.models import Field, JSONField, Model
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.db.models.sql import UpdateQuery
 
 M = TypeVar("M", bound=Model)
@@ -99,8 +101,10 @@ def _read_binary_json_as_text(raw: Any) -> None:
     _BINARY_JSON_READY.add(raw)
 
 
+@functools.cache
 def concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
-    """A concrete field of `model` (get_field() may also return a reverse relation)."""
+    """A concrete field of `model` (get_field() may also return a reverse relation); looked
+    up once per model and name, since the outcome writer asks for each field of each row."""
     found = model._meta.get_field(name)
     assert isinstance(found, Field), name
     return found
@@ -119,6 +123,22 @@ def quoted_columns(model: type[Model], connection: Any) -> dict[str, str]:
         quote = connection.ops.quote_name
         columns = _COLUMNS[key] = {f.name: quote(f.column) for f in model._meta.concrete_fields}
     return columns
+
+
+def from_row(model: type[M], using: str, attnames: list[str], values: Sequence[Any]) -> M:
+    """What model.from_db() makes from a row of every concrete field, without running
+    Model.__init__ for each claimed job and run when no pre_init/post_init receiver would
+    see it (Django's positional __init__ only sets each attname, as here)."""
+    if (pre_init.receivers or post_init.receivers) and (
+        pre_init.has_listeners(model) or post_init.has_listeners(model)
+    ):
+        return model.from_db(using, attnames, values)
+    instance = model.__new__(model)
+    instance.__dict__.update(zip(attnames, values, strict=True))
+    state = instance._state = ModelState()
+    state.adding = False
+    state.db = using
+    return instance
 
 
 _READERS: weakref.WeakKeyDictionary[Any, dict[type[Model], Any]] = weakref.WeakKeyDictionary()
@@ -152,7 +172,7 @@ def row_reader(model: type[M], connection: Any, using: str) -> Callable[[Sequenc
                 problems.append(f"{attnames[number]}: {type(exc).__name__}: {str(exc)[:200]}")
                 value = None
             converted[number] = value
-        instance = model.from_db(using, attnames, converted)
+        instance = from_row(model, using, attnames, converted)
         if problems:
             instance.decode_error = "; ".join(problems)  # type: ignore[attr-defined]
         return instance
