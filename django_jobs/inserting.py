@@ -83,24 +83,24 @@ class _Plan:
     def statement(self, keys: tuple[str, ...], connection: Any) -> tuple[str, list[bool]]:
         """The INSERT of a row given the fields `keys`, and which columns it writes as literals.
 
-        On PostgreSQL the defaults that never change are written into the statement once,
-        so a call quotes or binds only the values it was given.
+        The defaults that never change are written into the statement once (on PostgreSQL
+        quoted by psycopg; elsewhere the plain ones only), so a call quotes or binds only the
+        values it was given.
         """
         cached = self.one.get(keys)
         if cached is None:
-            inline = [
-                connection.vendor == "postgresql"
-                and f.attname not in keys
-                and f.attname in self.constants
-                for f in self.fields
-            ]
-            values = [
-                # A literal's % would read as a placeholder: doubled, it stays one %.
-                connection.ops.compose_sql("%s", [self.constants[f.attname][1]]).replace("%", "%%")
-                if literal
-                else "%s"
-                for f, literal in zip(self.fields, inline, strict=True)
-            ]
+            values, inline = [], []
+            for f in self.fields:
+                literal = None
+                if f.attname not in keys and f.attname in self.constants:
+                    constant = self.constants[f.attname][1]
+                    if connection.vendor == "postgresql":
+                        # A literal's % would read as a placeholder: doubled, it stays one %.
+                        literal = connection.ops.compose_sql("%s", [constant]).replace("%", "%%")
+                    else:
+                        literal = _plain_literal(constant)
+                values.append("%s" if literal is None else literal)
+                inline.append(literal is not None)
             sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({', '.join(values)})"
             cached = self.one[keys] = (f"{sql} {self.returning}".rstrip(), inline)
         return cached
