@@ -218,13 +218,20 @@ def _one_round_trip(connection: Any) -> bool:
     return hasattr(connection.connection, "prepare_threshold")  # psycopg 3, not psycopg2
 
 
+def _connect(connection: Any) -> None:
+    """What Django's cursor() does first: with CONN_HEALTH_CHECKS, a persistent connection
+    that died since the last request is replaced before it is used."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+
+
 def insert_job(model: type[Model], using: str, fields: dict[str, Any]) -> Model | None:
     """Insert one row of `fields` (already checked) and wake workers as the ORM path does;
     None when the ORM must do it (see the module's docstring)."""
     if pre_save.has_listeners(model) or post_save.has_listeners(model) or _computed(fields):
         return None
     connection = connections[using]
-    connection.ensure_connection()
+    _connect(connection)
     plan = _plan(model, connection)
     if not plan.usable:
         return None
@@ -271,7 +278,7 @@ def insert_jobs(
     transaction, then wake workers; None when the ORM's bulk_create() must do it (psycopg2,
     MySQL, computed values)."""
     connection = connections[using]
-    connection.ensure_connection()
+    _connect(connection)
     postgresql = connection.vendor == "postgresql"
     if postgresql and not hasattr(connection.connection, "prepare_threshold"):
         return None  # psycopg2

@@ -244,3 +244,19 @@ def test_only_plain_constants_are_written_as_literals():
     assert inserting._plain_literal("") == "''"
     for value in ("it's", "back\\slash", "50%", 1.5, b"x", {"a": 1}):
         assert inserting._plain_literal(value) is None
+
+
+# Closing the driver's connection under Django stands for a server restart on PostgreSQL;
+# SQLite's connections never go stale, and MySQLdb's refuse to be closed twice.
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_with_health_checks_a_connection_that_died_is_replaced_before_the_insert():
+    now("record")
+    connection.health_check_enabled, connection.health_check_done = True, False
+    connection.connection.close()  # as a server restart between two requests would
+    try:
+        job = now("record")
+        jobs = schedule_many([("now", "record", None)] * 2)
+    finally:
+        connection.health_check_enabled = False
+    assert Job.objects.filter(pk__in=[job.pk, *(j.pk for j in jobs)]).count() == 3
