@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,8 @@ from django.db.models.base import ModelState
 from django.db.models.signals import post_init, post_save, pre_init, pre_save
 
 from .notify import CHANNEL, wake_workers, wanted
+
+logger = logging.getLogger(__name__)
 
 
 class _Plan:
@@ -215,7 +218,46 @@ def _one_round_trip(connection: Any) -> bool:
         return False
     if not connection.get_autocommit():
         return False
-    return hasattr(connection.connection, "prepare_threshold")  # psycopg 3, not psycopg2
+    # psycopg 3, not psycopg2; and a cursor that can tell the notify's error from the job's.
+    return hasattr(connection.connection, "prepare_threshold") and _notify_cursor() is not None
+
+
+_NOTIFY_CURSOR: list[Any] = []
+
+
+def _notify_cursor() -> Any:
+    """The cursor class of the one query string (None if this psycopg lacks its hook).
+
+    Once the INSERT and the COMMIT succeeded the job is stored: an error of the notify alone
+    (its queue full, say) is logged and the job returned, as the ORM path's send() does, so
+    a caller never retries a job that was made. psycopg raises for any failed statement of
+    a query string, so this checks the results itself (its _check_results() hook).
+    """
+    if not _NOTIFY_CURSOR:
+        import psycopg
+        from psycopg.pq import ExecStatus
+
+        if not hasattr(psycopg.ClientCursor, "_check_results"):
+            _NOTIFY_CURSOR.append(None)
+            return None
+
+        class NotifyAfterCommit(psycopg.ClientCursor):  # type: ignore[type-arg]
+            notify_error = ""
+
+            def _check_results(self, results: list[Any]) -> None:
+                statuses = [result.status for result in results]
+                if statuses == [
+                    ExecStatus.TUPLES_OK,
+                    ExecStatus.COMMAND_OK,
+                    ExecStatus.FATAL_ERROR,
+                ]:
+                    message = results[2].error_message or b""
+                    self.notify_error = message.decode(errors="replace").strip()
+                    results = results[:2]
+                super()._check_results(results)
+
+        _NOTIFY_CURSOR.append(NotifyAfterCommit)
+    return _NOTIFY_CURSOR[0]
 
 
 def _connect(connection: Any) -> None:
@@ -241,15 +283,18 @@ def insert_job(model: type[Model], using: str, fields: dict[str, Any]) -> Model 
     due_at = fields.get("next_run_at")
     notify = wanted(using, due_at)
     if notify and _one_round_trip(connection):
-        import psycopg
-
         # COMMIT inside a query string ends the implicit transaction of what came before
         # it; the pg_notify() runs in a transaction of its own. If the INSERT fails,
         # PostgreSQL skips the rest and rolls the INSERT back: nobody is woken.
         sql = f"{sql}; COMMIT; SELECT pg_notify(%s, %s)"
-        with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as c:
+        with connection.wrap_database_errors, _notify_cursor()(connection.connection) as c:
             c.execute(sql, [*params, CHANNEL, queue])
-            pk = c.fetchone()[0]  # type: ignore[index]
+            pk = c.fetchone()[0]
+            if c.notify_error:
+                # The job is stored; an idle worker finds it at its next poll instead.
+                logger.warning(
+                    "Could not notify workers of new jobs (%s); they will poll.", c.notify_error
+                )
     else:
         connection.validate_no_broken_transaction()
         pk = _execute_returning(connection, plan, sql, params)

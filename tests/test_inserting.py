@@ -260,3 +260,15 @@ def test_with_health_checks_a_connection_that_died_is_replaced_before_the_insert
     finally:
         connection.health_check_enabled = False
     assert Job.objects.filter(pk__in=[job.pk, *(j.pk for j in jobs)]).count() == 3
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_in_autocommit_a_failed_notify_is_logged_and_the_stored_job_returned(monkeypatch, caplog):
+    # PostgreSQL refuses a channel name of more than 63 bytes in pg_notify(), after the
+    # COMMIT of the job: as when its notification queue is full.
+    monkeypatch.setattr(inserting, "CHANNEL", "c" * 100)
+    job = now("record")
+    assert Job.objects.filter(pk=job.pk).exists()
+    assert "Could not notify workers of new jobs" in caplog.text
+    assert not connection.in_atomic_block and Job.objects.count() == 1
