@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 from django.contrib.admin import ShowFacets, SimpleListFilter
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -100,10 +100,19 @@ class IndexedChangeList(GuardedChangeList):
         are that index read forwards and backwards.
         """
         ordering = super().get_ordering(request, queryset)
+        pk_names = ("pk", "id", self.model._meta.pk.name)
         if len(ordering) == 2 and ordering[-1] in ("-pk", "pk") and isinstance(ordering[0], str):
             first = ordering[0]
-            if first.lstrip("-") not in ("pk", "id", self.model._meta.pk.name):
+            if first.lstrip("-") not in pk_names:
                 ordering[-1] = "-pk" if first.startswith("-") else "pk"
+        params = self.get_filters_params()
+        unsorted = ORDER_VAR not in self.params  # the user did not sort by a column
+        orderings = getattr(self.model_admin, "filter_orderings", {})
+        for parameter, field in orderings.items():
+            if parameter in params and unsorted:
+                # Newest first by this filter's own column, which its index holds in order:
+                # by id, the database would read every newer row before the first match.
+                return [f"-{field}", "-pk"]
         return ordering
 
 
