@@ -16,7 +16,6 @@ two transactions, so the NOTIFY is sent after the job's commit as docs/performan
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import re
 import weakref
@@ -25,8 +24,7 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import Field, Model
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, post_save, pre_init, pre_save
+from django.db.models.signals import post_save, pre_save
 
 from .notify import CHANNEL, wake_workers, wanted
 
@@ -63,25 +61,13 @@ class _Plan:
         self.many: dict[tuple[bool, ...], str] = {}
         self.rows: dict[tuple[str, ...], tuple[str, list[bool]]] = {}
         self.model = model
-        # An attribute behind a data descriptor must be set through it, as __init__ does.
-        self.plain = not any(
-            hasattr(inspect.getattr_static(model, name, None), "__set__") for name in self.attnames
-        )
 
     def instance(self, using: str, values: list[Any]) -> Model:
-        """The saved instance of a new row (its primary key first), as from_db() makes it.
+        """The saved instance of a new row (its primary key first), as from_db() makes it
+        (for 10,000 rows of schedule_many(), Model.__init__ was a fifth of the call)."""
+        from .claiming.sql import from_row  # the claiming package imports the models
 
-        Without pre_init/post_init receivers, the attributes go straight into its __dict__:
-        for 10,000 rows of schedule_many(), Model.__init__ was a fifth of the call.
-        """
-        model = self.model
-        if not self.plain or pre_init.has_listeners(model) or post_init.has_listeners(model):
-            return model.from_db(using, self.attnames, values)
-        new = model.__new__(model)
-        new.__dict__.update(zip(self.attnames, values, strict=True))
-        state = new._state = ModelState()
-        state.adding, state.db = False, using
-        return new
+        return from_row(self.model, using, self.attnames, values)
 
     def statement(self, keys: tuple[str, ...], connection: Any) -> tuple[str, list[bool]]:
         """The INSERT of a row given the fields `keys`, and which columns it writes as literals.
@@ -92,18 +78,14 @@ class _Plan:
         """
         cached = self.one.get(keys)
         if cached is None:
-            values, inline = [], []
-            for f in self.fields:
-                literal = None
-                if f.attname not in keys and f.attname in self.constants:
-                    constant = self.constants[f.attname][1]
-                    if connection.vendor == "postgresql":
-                        # A literal's % would read as a placeholder: doubled, it stays one %.
-                        literal = connection.ops.compose_sql("%s", [constant]).replace("%", "%%")
-                    else:
-                        literal = _plain_literal(constant)
-                values.append("%s" if literal is None else literal)
-                inline.append(literal is not None)
+            if connection.vendor == "postgresql":
+                # A literal's % would read as a placeholder: doubled, it stays one %.
+                values, inline = self._placeholders(
+                    set(keys),
+                    lambda value: connection.ops.compose_sql("%s", [value]).replace("%", "%%"),
+                )
+            else:
+                values, inline = self._placeholders(set(keys), _plain_literal)
             sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({', '.join(values)})"
             cached = self.one[keys] = (f"{sql} {self.returning}".rstrip(), inline)
         return cached
@@ -115,15 +97,23 @@ class _Plan:
         key = tuple(sorted(keys))
         cached = self.rows.get(key)
         if cached is None:
-            parts, inline = [], []
-            for f in self.fields:
-                literal = None
-                if f.attname not in keys and f.attname in self.constants:
-                    literal = _plain_literal(self.constants[f.attname][1])
-                parts.append("%s" if literal is None else literal)
-                inline.append(literal is not None)
+            parts, inline = self._placeholders(keys, _plain_literal)
             cached = self.rows[key] = (f"({', '.join(parts)})", inline)
         return cached
+
+    def _placeholders(
+        self, keys: set[str], literal_of: Callable[[Any], str | None]
+    ) -> tuple[list[str], list[bool]]:
+        """Per column, "%s" or the literal a constant default not in `keys` is written as
+        (`literal_of` gives None where it cannot be), and which columns are literals."""
+        parts, inline = [], []
+        for f in self.fields:
+            literal = None
+            if f.attname not in keys and f.attname in self.constants:
+                literal = literal_of(self.constants[f.attname][1])
+            parts.append("%s" if literal is None else literal)
+            inline.append(literal is not None)
+        return parts, inline
 
     def values(
         self, fields: dict[str, Any], connection: Any, inline: list[bool]

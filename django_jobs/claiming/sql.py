@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -127,10 +128,12 @@ def quoted_columns(model: type[Model], connection: Any) -> dict[str, str]:
 
 def from_row(model: type[M], using: str, attnames: list[str], values: Sequence[Any]) -> M:
     """What model.from_db() makes from a row of every concrete field, without running
-    Model.__init__ for each claimed job and run when no pre_init/post_init receiver would
-    see it (Django's positional __init__ only sets each attname, as here)."""
-    if (pre_init.receivers or post_init.receivers) and (
-        pre_init.has_listeners(model) or post_init.has_listeners(model)
+    Model.__init__ for each claimed job and run, or each new job of schedule_many(), when no
+    pre_init/post_init receiver would see it and no attribute needs a descriptor to be set
+    (Django's positional __init__ then only sets each attname, as here)."""
+    if not _plain_attributes(model, tuple(attnames)) or (
+        (pre_init.receivers or post_init.receivers)
+        and (pre_init.has_listeners(model) or post_init.has_listeners(model))
     ):
         return model.from_db(using, attnames, values)
     instance = model.__new__(model)
@@ -139,6 +142,15 @@ def from_row(model: type[M], using: str, attnames: list[str], values: Sequence[A
     state.adding = False
     state.db = using
     return instance
+
+
+@functools.cache
+def _plain_attributes(model: type[Model], attnames: tuple[str, ...]) -> bool:
+    """Whether no attribute sits behind a data descriptor (a FileField's, say), which
+    __init__ would set through the descriptor rather than the instance's __dict__."""
+    return not any(
+        hasattr(inspect.getattr_static(model, name, None), "__set__") for name in attnames
+    )
 
 
 _READERS: weakref.WeakKeyDictionary[Any, dict[type[Model], Any]] = weakref.WeakKeyDictionary()
