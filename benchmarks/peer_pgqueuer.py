@@ -88,7 +88,7 @@ from urllib.parse import urlparse
 import asyncpg
 import pgqueuer
 import uvloop
-from measure import cpu_model, machine_cpu, ms, pct  # this script's folder
+from measure import cpu_model, machine_cpu, ms, pct, w1_rows  # this script's folder
 from pgqueuer import Job, PgQueuer, Queries
 from pgqueuer.core import logconfig
 from pgqueuer.types import QueueExecutionMode
@@ -280,27 +280,8 @@ async def w1(
             f"{len(ran)} runs, {logged[0]['n']} successes logged and {left[0]['n']} jobs left,"
             f" for {jobs} jobs"
         )
-    first, last = ran[0], ran[-1]
-    low, high = pct(ran, 10), pct(ran, 90)
-    middle = sum(1 for t in ran if low <= t <= high)
-    wall = last - launched
     name = f"W1 drain {jobs:,}, {processes} process{'es' if processes > 1 else ''}, {label}"
-    return [
-        (name, "jobs/s (launch to last finish)", f"{jobs / wall:,.0f}"),
-        (
-            name,
-            "wall time, launch to last finish / to exit",
-            f"{wall:.2f} s / {exited - launched:.2f} s",
-        ),
-        (name, "jobs/s (first start to last finish)", f"{jobs / (last - first):,.0f}"),
-        (name, "jobs/s (steady: the middle 80 % of the jobs)", f"{middle / (high - low):,.0f}"),
-        (
-            name,
-            "CPU per job: workers / rest of machine",
-            f"{worker_seconds / jobs * 1e6:.0f} µs / "
-            f"{max(machine_seconds - worker_seconds, 0) / jobs * 1e6:.0f} µs",
-        ),
-    ]
+    return w1_rows(name, jobs, ran, launched, exited, worker_seconds, machine_seconds)
 
 
 async def w2(

@@ -85,7 +85,7 @@ from urllib.parse import urlparse
 
 import procrastinate
 import psycopg
-from measure import cpu_model, machine_cpu, ms, pct, wait_until  # this script's folder
+from measure import cpu_model, machine_cpu, ms, pct, w1_rows, wait_until  # this script's folder
 
 HERE = Path(__file__).resolve().parent
 TMP = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -278,27 +278,8 @@ def w1(url: str, jobs: int, processes: int, options: tuple[str, ...], label: str
     succeeded = row[0] if row else 0
     if len(ran_at) != jobs or succeeded != jobs:
         raise RuntimeError(f"{len(ran_at)} runs and {succeeded} jobs succeeded, for {jobs} jobs")
-    first, last = ran_at[0], ran_at[-1]
-    low, high = pct(ran_at, 10), pct(ran_at, 90)
-    middle = sum(1 for t in ran_at if low <= t <= high)
-    wall = last - launched
     name = f"W1 drain {jobs:,}, {processes} process{'es' if processes > 1 else ''}, {label}"
-    return [
-        (name, "jobs/s (launch to last finish)", f"{jobs / wall:,.0f}"),
-        (
-            name,
-            "wall time, launch to last finish / to exit",
-            f"{wall:.2f} s / {exited - launched:.2f} s",
-        ),
-        (name, "jobs/s (first start to last finish)", f"{jobs / (last - first):,.0f}"),
-        (name, "jobs/s (steady: the middle 80 % of the jobs)", f"{middle / (high - low):,.0f}"),
-        (
-            name,
-            "CPU per job: workers / rest of machine",
-            f"{worker_seconds / jobs * 1e6:.0f} µs / "
-            f"{max(machine_seconds - worker_seconds, 0) / jobs * 1e6:.0f} µs",
-        ),
-    ]
+    return w1_rows(name, jobs, ran_at, launched, exited, worker_seconds, machine_seconds)
 
 
 def w2(url: str, count: int, gap: float, concurrency: int = 4) -> list[Row]:
