@@ -125,7 +125,9 @@ def test_a_worker_serves_its_runs_and_the_database_counts(start_worker):
 def test_a_supervisor_serves_the_runs_of_every_worker_process(start_worker):
     port = free_port()
     schedule_many([("now", "sleep", {"seconds": 0.3}) for _ in range(12)])
-    worker = start_worker("--processes", "2", "--metrics-port", str(port))
+    # One thread each, so that 12 jobs of 0.3 s need both processes: with the default of 10,
+    # the first process to start could claim them all before the other one looks.
+    worker = start_worker("--processes", "2", "--concurrency", "1", "--metrics-port", str(port))
     wait_for(lambda: Job.objects.filter(state=JobState.SUCCEEDED).count() == 12, timeout=60)
     pids = set(Execution.objects.values_list("worker_pid", flat=True))
     assert len(pids) == 2, "both worker processes ran jobs"
