@@ -65,8 +65,8 @@ def fetch_all(connection: Any, sql: str, params: Sequence[Any]) -> list[Any]:
     with bound_cursor(connection) as cursor:
         if hasattr(cursor, "db"):  # Django's cursor
             cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        cursor.execute(_binary_placeholders(sql), params, binary=True)
+        else:
+            cursor.execute(_binary_placeholders(sql), params, binary=True)
         return list(cursor.fetchall())
 
 
@@ -130,8 +130,9 @@ def from_row(model: type[M], using: str, attnames: list[str], values: Sequence[A
     """What model.from_db() makes from a row of every concrete field, without running
     Model.__init__ for each claimed job and run, or each new job of schedule_many(), when no
     pre_init/post_init receiver would see it and no attribute needs a descriptor to be set
-    (Django's positional __init__ then only sets each attname, as here)."""
-    if not _plain_attributes(model, tuple(attnames)) or (
+    (Django's positional __init__ then only sets each attname, as here). `attnames` names
+    every concrete field of `model`, in any order."""
+    if not _plain_attributes(model) or (
         (pre_init.receivers or post_init.receivers)
         and (pre_init.has_listeners(model) or post_init.has_listeners(model))
     ):
@@ -145,11 +146,13 @@ def from_row(model: type[M], using: str, attnames: list[str], values: Sequence[A
 
 
 @functools.cache
-def _plain_attributes(model: type[Model], attnames: tuple[str, ...]) -> bool:
-    """Whether no attribute sits behind a data descriptor (a FileField's, say), which
-    __init__ would set through the descriptor rather than the instance's __dict__."""
+def _plain_attributes(model: type[Model]) -> bool:
+    """Whether no concrete field's attribute sits behind a data descriptor (a FileField's,
+    say), which __init__ would set through the descriptor rather than the instance's
+    __dict__."""
     return not any(
-        hasattr(inspect.getattr_static(model, name, None), "__set__") for name in attnames
+        hasattr(inspect.getattr_static(model, field.attname, None), "__set__")
+        for field in model._meta.concrete_fields
     )
 
 

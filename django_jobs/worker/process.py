@@ -8,6 +8,7 @@ loop or the heartbeat, ends either: each is logged and retried after a back-off.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -134,7 +135,11 @@ class Worker:
                 return 0
             if not self._retry_until_stopped(self._start_up, "starting"):
                 return 0
-            self._pool = JobThreads(self.concurrency, self._execute, "django_jobs")
+            self._pool = JobThreads(
+                self.concurrency,
+                functools.partial(execute, report=self._record_outcome),
+                "django_jobs",
+            )
             threading.Thread(
                 target=self._heartbeat_loop, name="django_jobs-heartbeat", daemon=True
             ).start()
@@ -415,9 +420,6 @@ class Worker:
             # this thread has built its next claim and blocks on the database (W2 latency).
             time.sleep(HAND_OFF_PAUSE)
         return started
-
-    def _execute(self, entry: Running) -> None:
-        execute(entry, self._record_outcome)
 
     def _write_outcomes(self) -> None:
         """Write the runs that ended since the last pass, in one transaction, and free slots."""
