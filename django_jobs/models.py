@@ -626,7 +626,8 @@ class JobRun(models.Model):
         ordering = ["-started_at"]
         indexes = [
             models.Index(fields=["job", "-started_at"], name="django_jobs_run_job_idx"),
-            # started_at alone: the (started_at, outcome) index of migration 0007 serves it.
+            # started_at alone: the index migration 0007 adds serves it ((started_at, outcome);
+            # (started_at) on PostgreSQL since 0016, so that a finish is a HOT update).
             models.Index(fields=["job_name", "started_at"], name="django_jobs_run_name_idx"),
         ]
 
