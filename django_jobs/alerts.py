@@ -24,7 +24,7 @@ from django.db.models.functions import Coalesce
 
 from .conf import settings
 from .db import EARLIEST_TIME, DbNow, db_now_plus
-from .models import Job, JobRun, JobState, RunOutcome
+from .models import Job, JobRun, JobState, RunOutcome, unpaused_q
 from .registry import registry
 from .signals import job_overdue, send_signal
 
@@ -52,8 +52,9 @@ def thresholds() -> dict[float, list[str]]:
 
 
 def _recurring() -> Q:
-    """Enabled recurring jobs of a registered name (a disabled one is paused on purpose)."""
-    return Q(name__in=registry.names(), enabled=True) & ~Q(schedule="")
+    """Enabled, unpaused recurring jobs of a registered name: a disabled job, or one whose name
+    or queue is paused, waits on purpose."""
+    return Q(name__in=registry.names(), enabled=True) & ~Q(schedule="") & unpaused_q()
 
 
 def _late_within(seconds: float, names: list[str]) -> Q:

@@ -108,7 +108,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def unpaused(self) -> JobQuerySet:
         """Jobs whose queue and name are not paused: what a worker may claim (see Pause)."""
-        return self.filter(~Exists(Pause.objects.filter(paused_q())))
+        return self.filter(unpaused_q())
 
     def holding_slots(self) -> JobQuerySet:
         """Running jobs whose lock still holds by the database's clock: the slots in use of a
@@ -713,6 +713,11 @@ def paused_q() -> models.Q:
     return models.Q(kind=PauseKind.QUEUE, value=OuterRef("queue")) | models.Q(
         kind=PauseKind.NAME, value=OuterRef("name")
     )
+
+
+def unpaused_q() -> models.Q:
+    """Jobs whose queue and name are not paused (see paused_q())."""
+    return models.Q(~Exists(Pause.objects.filter(paused_q())))
 
 
 class Pause(models.Model):

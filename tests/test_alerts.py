@@ -10,6 +10,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+import django_jobs
 from django_jobs import alerts, job
 from django_jobs.checks import check_retention_and_notify, check_settings
 from django_jobs.exceptions import InvalidJobDefinition
@@ -84,6 +85,21 @@ def test_disabled_running_and_one_off_jobs_are_never_late():
     # A name no definition registers: its rows never run, so they are not "late".
     recurring(due_ago=time_ago(hours=1), name="no-such-job")
     assert alerts.flagged() == []
+
+
+@pytest.mark.django_db
+def test_a_paused_name_or_queue_is_not_late_until_resumed():
+    # Paused on purpose, as a disabled job is: its due run waits because someone said so.
+    by_name = recurring(due_ago=time_ago(hours=1))
+    by_queue = recurring(due_ago=time_ago(hours=1), queue="reports")
+    django_jobs.pause(name="monthly")
+    assert alerts.flagged() == []
+    assert not Job.objects.filter(alerts.alert_q()).exists()
+    django_jobs.resume(name="monthly")
+    django_jobs.pause(queue="reports")
+    assert list(alerts.late()) == [by_name]
+    django_jobs.resume(queue="reports")
+    assert set(alerts.late()) == {by_name, by_queue}
 
 
 @pytest.mark.django_db
