@@ -556,3 +556,33 @@ def test_a_claim_sends_post_init_for_its_jobs_only_when_someone_listens():
     finally:
         post_init.disconnect(receiver, sender=Job)
     assert claimed.pk == job.pk and seen == [job.pk]
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(
+    connection.vendor != "mysql",
+    reason="Handler_read_rnd_next (rows read by table scans) is MySQL's and MariaDB's; the "
+    "other databases read the claimed rows back from the claim's own RETURNING.",
+)
+def test_a_claim_on_mariadb_reads_the_claimed_rows_by_key_not_by_scanning_the_table():
+    later = timezone.now() + timedelta(days=1)
+    Job.objects.bulk_create(Job(name="record", next_run_at=later) for _ in range(2000))
+    old = Job.objects.create(name="record", state=JobState.SUCCEEDED, next_run_at=None)
+    JobRun.objects.bulk_create(
+        JobRun(job=old, job_name="record", worker_id="w0", lock_token=f"t{n}", attempt=1)
+        for n in range(2000)
+    )
+    due = [now("record") for _ in range(5)]
+
+    def rows_scanned() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS LIKE 'Handler_read_rnd_next'")
+            return int(cursor.fetchone()[1])
+
+    before = rows_scanned()
+    claimed = claim_jobs(limit=10)
+    scanned = rows_scanned() - before
+    assert sorted(job.pk for job in claimed) == sorted(job.pk for job in due)
+    # The claim finds due rows through the claim index and reads them (and their new runs'
+    # ids) back by key: a scan of either table would make every claim cost its size.
+    assert scanned < 100, f"the claim read {scanned} rows by table scans"

@@ -470,8 +470,9 @@ def _claim_locking(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
             locked_until=db_now + timedelta(seconds=request.lock_lifetime),
             attempts=F("attempts") + 1,
         )
-        Job.objects.using(using).filter(pk__in=[pk for pk, _ in rows]).update(**fields)
-        return _with_runs(_read_claimed(request), request)
+        ids = [pk for pk, _ in rows]
+        Job.objects.using(using).filter(pk__in=ids).update(**fields)
+        return _with_runs(_read_claimed(request, ids), request)
 
 
 def _claim_compare_and_set(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
@@ -500,17 +501,21 @@ def _claim_compare_and_set(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
         )
         if not touched:
             return []
-        return _with_runs(_read_claimed(request), request)
+        return _with_runs(_read_claimed(request, ids), request)
 
 
-def _read_claimed(request: _ClaimRequest) -> list[Job]:
-    """The rows this claim locked, read through the reader that survives undecodable values."""
+def _read_claimed(request: _ClaimRequest, ids: list[Any]) -> list[Job]:
+    """The rows this claim locked among `ids` (the candidates it updated), read by primary key
+    (lock_token has no index: by the token alone every claim would scan the job table), through
+    the reader that survives undecodable values."""
     connection = connections[request.using]
     qn = connection.ops.quote_name
     columns = ", ".join(qn(column_name(f)) for f in Job._meta.concrete_fields)
-    table, token = qn(Job._meta.db_table), quoted_columns(Job, connection)["lock_token"]
+    c = quoted_columns(Job, connection)
+    table = qn(Job._meta.db_table)
+    where = f"{c['id']} IN ({', '.join(['%s'] * len(ids))}) AND {c['lock_token']} = %s"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {columns} FROM {table} WHERE {token} = %s", [request.token])
+        cursor.execute(f"SELECT {columns} FROM {table} WHERE {where}", [*ids, request.token])
         rows = cursor.fetchall()
     read = row_reader(Job, connection, request.using)
     return _in_claim_order([read(row) for row in rows])
@@ -527,9 +532,12 @@ def _with_runs(jobs: list[Job], request: _ClaimRequest) -> list[tuple[Job, JobRu
     using = request.using
     runs = JobRun.objects.using(using).bulk_create([_new_run(job, request) for job in jobs])
     if any(run.pk is None for run in runs):
-        # MySQL returns no ids from a multi-row INSERT.
+        # MySQL returns no ids from a multi-row INSERT (MariaDB does). By job key and token:
+        # the token alone has no index, and the run table is the biggest.
         ids = dict(
-            JobRun.objects.using(using).filter(lock_token=request.token).values_list("job_id", "pk")
+            JobRun.objects.using(using)
+            .filter(job_id__in=[job.pk for job in jobs], lock_token=request.token)
+            .values_list("job_id", "pk")
         )
         for run in runs:
             run.pk = ids[run.job_id]  # type: ignore[index]
