@@ -135,8 +135,9 @@ def run_buckets(using: str, range_key: str, now: datetime | None = None) -> list
     Runs are grouped by their minute (or hour) and the groups summed into the chart's
     intervals here: at most 60 or 24 rows come back, and the database evaluates one
     truncation per run instead of two conditions per interval. The counts read started_at
-    and outcome only, which the chart index of migration 0007 holds, so PostgreSQL reads that
-    index alone. With STATS_LIVE_BELOW runs or more in the range, the minutes that the workers
+    and outcome only, which the chart index of migration 0007 holds (on PostgreSQL, since
+    0016, started_at alone: the outcome is read from the table, so that a run's finish is a
+    HOT update). With STATS_LIVE_BELOW runs or more in the range, the minutes that the workers
     have counted (stats.py) are read from their per-minute rows, and only the newest counted
     live.
     """
