@@ -1,5 +1,6 @@
-"""Migration 0016 on PostgreSQL: partial indexes a claim and a finish write nothing to, and run
-rows that a finish rewrites in place (HOT updates) rather than in every index of the table."""
+"""Migrations 0016 and 0017 on PostgreSQL: partial indexes a claim and a finish write nothing
+to, and run rows that a finish rewrites in place (HOT updates) rather than in every index of the
+table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from importlib import import_module
 
 import pytest
 from django.apps import apps
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from django_jobs.claiming import Outcome, claim_and_start, finish_many
@@ -24,6 +25,7 @@ pytestmark = [
 ]
 
 MIGRATION = import_module("django_jobs.migrations.0016_fewer_index_writes")
+UNIQUE_KEY = import_module("django_jobs.migrations.0017_partial_unique_key")
 
 
 def index_definitions(table: str) -> dict[str, str]:
@@ -94,3 +96,45 @@ def test_a_finish_rewrites_each_run_in_place():
     assert updated == 20
     assert in_place == 20
     assert set(JobRun.objects.values_list("outcome", flat=True)) == {"succeeded"}
+
+
+def test_the_unique_key_index_holds_only_jobs_with_a_key():
+    # PostgreSQL writes an entry in every index at each claim and finish, the NULL keys of
+    # Django's unique constraint included, and again in its varchar_pattern_ops twin.
+    on_key = [
+        definition
+        for definition in index_definitions(Job._meta.db_table).values()
+        if "(unique_key" in definition
+    ]
+    assert on_key == [
+        "CREATE UNIQUE INDEX django_jobs_unique_key ON public.django_jobs_job USING btree "
+        "(unique_key) WHERE (unique_key IS NOT NULL)"
+    ]
+
+
+def test_a_key_is_still_held_once_and_found_by_its_index():
+    Job.objects.create(name="record", unique_key="k1")
+    Job.objects.bulk_create(Job(name="record") for _ in range(3))  # no key: as many as wanted
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Job.objects.create(name="record", unique_key="k1")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = Job.objects.filter(unique_key="k1").explain()
+    assert "django_jobs_unique_key" in plan, plan
+
+
+def test_the_unique_key_migration_goes_back_to_django_s_constraint():
+    with connection.schema_editor() as editor:
+        UNIQUE_KEY.whole_key(apps, editor)
+    on_key = [
+        definition.split(" ON ")[0]
+        for definition in index_definitions(Job._meta.db_table).values()
+        if "(unique_key" in definition
+    ]
+    assert sorted(on_key) == [
+        "CREATE INDEX django_jobs_job_unique_key_6e55413b_like",
+        "CREATE UNIQUE INDEX django_jobs_job_unique_key_6e55413b_uniq",
+    ]
+    with connection.schema_editor() as editor:
+        UNIQUE_KEY.partial_key(apps, editor)
+    test_the_unique_key_index_holds_only_jobs_with_a_key()
