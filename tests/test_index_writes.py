@@ -1,4 +1,4 @@
-"""Migrations 0016 and 0017 on PostgreSQL: partial indexes a claim and a finish write nothing
+"""Migrations 0016 to 0018 on PostgreSQL: partial indexes a claim and a finish write nothing
 to, and run rows that a finish rewrites in place (HOT updates) rather than in every index of the
 table."""
 
@@ -12,6 +12,7 @@ from django.apps import apps
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from django_jobs.admin.search import search_jobs
 from django_jobs.claiming import Outcome, claim_and_start, finish_many
 from django_jobs.models import Job, JobRun
 
@@ -26,6 +27,7 @@ pytestmark = [
 
 MIGRATION = import_module("django_jobs.migrations.0016_fewer_index_writes")
 UNIQUE_KEY = import_module("django_jobs.migrations.0017_partial_unique_key")
+DATA_INDEX = import_module("django_jobs.migrations.0018_partial_data_index")
 
 
 def index_definitions(table: str) -> dict[str, str]:
@@ -138,3 +140,32 @@ def test_the_unique_key_migration_goes_back_to_django_s_constraint():
     with connection.schema_editor() as editor:
         UNIQUE_KEY.partial_key(apps, editor)
     test_the_unique_key_index_holds_only_jobs_with_a_key()
+
+
+def test_the_data_index_holds_only_jobs_with_data():
+    # A job without arguments ({}) can match no key:value search, yet took an entry in the
+    # GIN index at its insert, claim and finish.
+    definition = index_definitions(Job._meta.db_table)["django_jobs_data_gin"]
+    assert definition.endswith("USING gin (data jsonb_path_ops) WHERE (NOT (data = '{}'::jsonb))")
+
+
+def test_a_key_value_search_is_answered_by_the_data_index():
+    Job.objects.bulk_create(Job(name="record") for _ in range(3))
+    wanted = Job.objects.create(name="record", data={"email": "ada@example.com"})
+    Job.objects.create(name="record", data={"email": "bob@example.com"})
+    found = search_jobs(Job.objects.all(), "email:ada@example.com", "default")
+    assert list(found) == [wanted]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = found.explain()
+    assert "Bitmap Index Scan on django_jobs_data_gin" in plan, plan
+
+
+def test_the_data_index_migration_goes_back_to_the_whole_index():
+    with connection.schema_editor() as editor:
+        DATA_INDEX.whole_index(apps, editor)
+    definition = index_definitions(Job._meta.db_table)["django_jobs_data_gin"]
+    assert definition.endswith("USING gin (data jsonb_path_ops)")
+    with connection.schema_editor() as editor:
+        DATA_INDEX.partial_index(apps, editor)
+    test_the_data_index_holds_only_jobs_with_data()
