@@ -42,7 +42,16 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import cpu_model, machine_cpu, ms, pct, wait_until  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    cpu_model,
+    machine_cpu,
+    ms,
+    pct,
+    wait_until,
+    wal_bytes,
+    wal_position,
+    wal_rows,
+)
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue", "isolation")
 Row = tuple[str, str, str]  # workload, metric, value
@@ -215,9 +224,11 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
             args += ["--processes", str(processes)]
         before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         before_machine = machine_cpu()
+        wal_at = wal_position(os.environ["BENCH_DATABASE_URL"])
         worker = Runjobs(*args, django_defaults=not options)
         code = worker.wait()
         machine_seconds = machine_cpu() - before_machine
+        wal = wal_bytes(os.environ["BENCH_DATABASE_URL"], wal_at)
         after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         if code != 0:
             raise RuntimeError(f"runjobs exited with {code}; see bench-runjobs.log")
@@ -252,6 +263,7 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
                 f"{max(machine_seconds - worker_seconds, 0) / jobs * 1e6:.0f} µs"
             ),
         )
+        yield from wal_rows(name, jobs, wal)
 
 
 def tree_memory(root: int) -> int:

@@ -228,7 +228,7 @@ class Line:
     """One row of the merged table: how to read it from each library's rows."""
 
     label: str
-    unit: str  # the cell's format: "rate" (jobs/s), "ms" or "µs"
+    unit: str  # the cell's format: "rate" (jobs/s), "ms", "µs" or "B" (bytes)
     readers: dict[str, list[tuple[str, Callable[[list[Row]], float]]]]  # library: [(tag, get)]
 
 
@@ -270,6 +270,11 @@ def lines(jobs: int) -> list[Line]:
             "CPU per job, W1 2 processes: rest of machine, µs",
             "µs",
             each(w1(2, False, "CPU per job", 1)),
+        ),
+        Line(
+            "write-ahead log per job, W1 2 processes, bytes",
+            "B",
+            each(w1(2, False, "write-ahead log")),
         ),
     ]
 

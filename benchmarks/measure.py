@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -46,6 +47,25 @@ def machine_cpu() -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def wal_position(url: str) -> str | None:
+    """The PostgreSQL server's write-ahead log position (None on another database)."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return None
+    return _psql(url, "SELECT pg_current_wal_lsn()")
+
+
+def wal_bytes(url: str, since: str | None) -> int | None:
+    """Bytes of write-ahead log the server wrote since `since` (every database on it)."""
+    if since is None:
+        return None
+    return int(_psql(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{since}')"))
+
+
+def _psql(url: str, sql: str) -> str:
+    done = subprocess.run(["psql", url, "-Atc", sql], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def w1_rows(
     name: str,
     jobs: int,
@@ -54,10 +74,12 @@ def w1_rows(
     exited: float | None,
     worker_seconds: float,
     machine_seconds: float,
+    wal: int | None = None,
 ) -> list[tuple[str, str, str]]:
     """W1's rows, named alike by every script: `times` are the jobs' time.time() (sorted),
     `launched` before the first worker started, `exited` when the last one ended (None where
-    the script does not wait for it), and the CPU seconds of the workers and of the machine."""
+    the script does not wait for it), the CPU seconds of the workers and of the machine, and
+    the bytes of write-ahead log written meanwhile (PostgreSQL; None elsewhere)."""
     first, last = times[0], times[-1]
     low, high = pct(times, 10), pct(times, 90)
     middle = sum(1 for t in times if low <= t <= high)
@@ -81,4 +103,12 @@ def w1_rows(
             f"{worker_seconds / jobs * 1e6:.0f} µs / "
             f"{max(machine_seconds - worker_seconds, 0) / jobs * 1e6:.0f} µs",
         ),
+        *wal_rows(name, jobs, wal),
     ]
+
+
+def wal_rows(name: str, jobs: int, wal: int | None) -> list[tuple[str, str, str]]:
+    """W1's write-ahead log per job: the database's writes, which CPU figures blur."""
+    if wal is None:
+        return []
+    return [(name, "write-ahead log per job (the server's)", f"{wal / jobs:,.0f} B")]

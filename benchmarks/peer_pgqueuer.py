@@ -88,7 +88,15 @@ from urllib.parse import urlparse
 import asyncpg
 import pgqueuer
 import uvloop
-from measure import cpu_model, machine_cpu, ms, pct, w1_rows  # this script's folder
+from measure import (  # this script's folder
+    cpu_model,
+    machine_cpu,
+    ms,
+    pct,
+    w1_rows,
+    wal_bytes,
+    wal_position,
+)
 from pgqueuer import Job, PgQueuer, Queries
 from pgqueuer.core import logconfig
 from pgqueuer.types import QueueExecutionMode
@@ -256,11 +264,13 @@ async def w1(
     stamps = fresh_stamps()
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     before_machine = machine_cpu()
+    wal_at = wal_position(url)
     launched = time.time()
     workers = [Worker(url, stamps, "--mode", "drain", *options) for _ in range(processes)]
     codes = [worker.wait() for worker in workers]
     exited = time.time()
     machine_seconds = machine_cpu() - before_machine
+    wal = wal_bytes(url, wal_at)
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     if any(codes):
         raise RuntimeError(f"a worker exited with {codes}; see bench-pgqueuer-worker.log")
@@ -281,7 +291,7 @@ async def w1(
             f" for {jobs} jobs"
         )
     name = f"W1 drain {jobs:,}, {processes} process{'es' if processes > 1 else ''}, {label}"
-    return w1_rows(name, jobs, ran, launched, exited, worker_seconds, machine_seconds)
+    return w1_rows(name, jobs, ran, launched, exited, worker_seconds, machine_seconds, wal)
 
 
 async def w2(

@@ -85,7 +85,16 @@ from urllib.parse import urlparse
 
 import procrastinate
 import psycopg
-from measure import cpu_model, machine_cpu, ms, pct, w1_rows, wait_until  # this script's folder
+from measure import (  # this script's folder
+    cpu_model,
+    machine_cpu,
+    ms,
+    pct,
+    w1_rows,
+    wait_until,
+    wal_bytes,
+    wal_position,
+)
 
 HERE = Path(__file__).resolve().parent
 TMP = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -257,11 +266,13 @@ def w1(url: str, jobs: int, processes: int, options: tuple[str, ...], label: str
     stamps = fresh_stamps()
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     before_machine = machine_cpu()
+    wal_at = wal_position(url)
     launched = time.time()
     workers = [Worker(url, stamps, "--one-shot", *options) for _ in range(processes)]
     codes = [worker.wait() for worker in workers]
     exited = time.time()
     machine_seconds = machine_cpu() - before_machine
+    wal = wal_bytes(url, wal_at)
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     if any(codes):
         raise RuntimeError(f"a worker exited with {codes}; see bench-procrastinate-worker.log")
@@ -279,7 +290,7 @@ def w1(url: str, jobs: int, processes: int, options: tuple[str, ...], label: str
     if len(ran_at) != jobs or succeeded != jobs:
         raise RuntimeError(f"{len(ran_at)} runs and {succeeded} jobs succeeded, for {jobs} jobs")
     name = f"W1 drain {jobs:,}, {processes} process{'es' if processes > 1 else ''}, {label}"
-    return w1_rows(name, jobs, ran_at, launched, exited, worker_seconds, machine_seconds)
+    return w1_rows(name, jobs, ran_at, launched, exited, worker_seconds, machine_seconds, wal)
 
 
 def w2(url: str, count: int, gap: float, concurrency: int = 4) -> list[Row]:
