@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from django.db.models import Q
 
 from .claiming.sql import database_now
 from .db import write_transaction
 from .exceptions import JobsError
 from .models import Job, JobRun, JobState, RunOutcome
+from .registry import registry
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +65,38 @@ def purgeable_jobs(cutoff: datetime, using: str = "default"):  # type: ignore[no
     )
 
 
-def purgeable_runs(cutoff: datetime, using: str = "default"):  # type: ignore[no-untyped-def]
-    """Runs that started before `cutoff` and are over (the index on started_at serves this)."""
-    return (
+def purgeable_runs(  # type: ignore[no-untyped-def]
+    cutoff: datetime, using: str = "default", now: datetime | None = None
+):
+    """Runs that started before `cutoff` and are over (the index on started_at serves this),
+    but for those a rate limit still counts (see counted_by_rate_limits; `now` is the
+    database's time that `cutoff` was taken from)."""
+    runs = (
         JobRun.objects.using(using)
         .filter(started_at__lt=cutoff)
         .exclude(outcome=RunOutcome.RUNNING)
     )
+    counted = None if now is None else counted_by_rate_limits(now, cutoff)
+    return runs if counted is None else runs.exclude(counted)
+
+
+def counted_by_rate_limits(now: datetime, cutoff: datetime) -> Q | None:
+    """The runs that a registered job's rate limit counts and `cutoff` would delete.
+
+    A rate limit counts the starts of its name within its period from the run table
+    (claiming/limits.py): a retention shorter than the period must keep those runs, or the
+    limit lets more starts in. None when no rate limit reaches back past `cutoff`.
+    """
+    names_by_period: dict[float, list[str]] = defaultdict(list)
+    for definition in registry:
+        limit = definition.rate_limit
+        if limit is not None and now - timedelta(seconds=limit.period) < cutoff:
+            names_by_period[limit.period].append(definition.name)
+    counted = None
+    for period, names in sorted(names_by_period.items()):
+        these = Q(job_name__in=names, started_at__gte=now - timedelta(seconds=period))
+        counted = these if counted is None else counted | these
+    return counted
 
 
 def purge(
@@ -80,19 +109,21 @@ def purge(
 ) -> PurgeResult:
     """Delete runs and finished one-off jobs older than `older_than`, batch by batch.
 
-    Recurring definitions and jobs that are scheduled or running are never deleted. `pause`
+    Recurring definitions and jobs that are scheduled or running are never deleted, nor the
+    runs that a rate limit still counts (counted_by_rate_limits). `pause`
     seconds between batches leave room for the workers on a busy database.
     """
     # The database's clock, as for every other time a worker acts on.
-    cutoff = database_now(using) - older_than
+    now = database_now(using)
+    cutoff = now - older_than
     result = PurgeResult()
     if dry_run:
-        result.runs = purgeable_runs(cutoff, using).count()
+        result.runs = purgeable_runs(cutoff, using, now).count()
         result.jobs = purgeable_jobs(cutoff, using).count()
         return result
     # Runs first: a job's runs are never newer than its finish, so few are left to unlink.
     while True:
-        ids = list(purgeable_runs(cutoff, using).values_list("pk", flat=True)[:batch_size])
+        ids = list(purgeable_runs(cutoff, using, now).values_list("pk", flat=True)[:batch_size])
         if not ids:
             break
         with write_transaction(using):

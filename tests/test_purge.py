@@ -10,8 +10,10 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
+from django_jobs import job
 from django_jobs.checks import check_retention_and_notify
 from django_jobs.models import Job, JobRun, JobState, RunOutcome
+from django_jobs.registry import registry
 from django_jobs.retention import InvalidAge, parse_age, purge
 from django_jobs.worker import Worker
 
@@ -174,3 +176,31 @@ def test_a_worker_applies_the_retention_setting(history):
     with override_settings(DJANGO_JOBS={"RETENTION": "30d"}):
         assert worker.apply_retention() == 3 + 7
     assert Job.objects.count() == 4
+
+
+def finished_run(name: str, hours: float) -> JobRun:
+    started = timezone.now() - timedelta(hours=hours)
+    return JobRun.objects.create(
+        job_name=name,
+        outcome=RunOutcome.SUCCEEDED,
+        worker_id="w1",
+        lock_token="t",
+        started_at=started,
+        finished_at=started,
+    )
+
+
+@pytest.mark.django_db
+def test_purge_keeps_the_runs_a_rate_limit_still_counts():
+    # A rate limit counts the starts of its name within its period from the runs: a
+    # retention shorter than the period must not delete them, or the limit lets more in.
+    job("purge-daily", rate_limit="5/d")(lambda j: None)
+    try:
+        counted = finished_run("purge-daily", hours=2)
+        finished_run("purge-daily", hours=25)  # older than its period: goes
+        finished_run("record", hours=2)  # no rate limit: goes
+        assert purge(timedelta(hours=1), dry_run=True).runs == 2
+        assert purge(timedelta(hours=1)).runs == 2
+        assert list(JobRun.objects.values_list("pk", flat=True)) == [counted.pk]
+    finally:
+        registry.unregister("purge-daily")
