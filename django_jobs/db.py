@@ -23,12 +23,29 @@ from .validation import MAX_WHEN, MIN_WHEN
 EARLIEST_TIME, LATEST_TIME = MIN_WHEN, MAX_WHEN
 
 
+def sqlite_now_sql(modifier: str = "") -> str:
+    """SQLite's clock as SQL for a statement with parameters ("%%" for "%"), `modifier` being
+    more of STRFTIME's arguments (", %s" for a parameter such as "+30 seconds").
+
+    SQLite's clock counts milliseconds ("…:05.123") and SQLite compares times as text. Read
+    as the last microsecond of its millisecond ("…:05.123999"), it has the six digits Django
+    writes, so a time the database wrote equals itself read back, and a job Django scheduled
+    "now" at …:05.123456 is due within the millisecond the clock reads …:05.123.
+    """
+    return f"(STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW'{modifier}) || '999')"
+
+
 class DbNow(Now):
     """The database's clock in UTC, so hosts with skewed clocks agree on due times and locks."""
 
     def as_mysql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         # CURRENT_TIMESTAMP is in the session's time zone; Django stores UTC.
         return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        # as_sql() formats the template with "%" once more before the statement's parameters.
+        template = sqlite_now_sql().replace("%", "%%")
+        return self.as_sql(compiler, connection, template=template, **extra_context)
 
 
 def db_now_plus(seconds: float) -> ExpressionWrapper:

@@ -244,6 +244,18 @@ def test_lock_expiry_is_judged_by_the_database_clock(monkeypatch):
 
 
 @pytest.mark.django_db
+def test_a_time_the_database_wrote_compares_equal_to_itself_read_back():
+    # SQLite compares times as text: its clock's "…:05.123" was not equal to the same instant
+    # written by Django ("…:05.123000"), nor to anything later within that millisecond.
+    job = due()
+    Job.objects.filter(pk=job.pk).update(next_run_at=DbNow(), locked_until=db_now_plus(30))
+    job.refresh_from_db()
+    assert Job.objects.filter(pk=job.pk, next_run_at=job.next_run_at).exists()
+    assert Job.objects.filter(pk=job.pk, locked_until=job.locked_until).exists()
+    assert Job.objects.filter(pk=job.pk, next_run_at__gte=job.next_run_at).exists()
+
+
+@pytest.mark.django_db
 def test_extend_locks_pushes_the_expiry_back():
     due(), due()
     jobs = claim_jobs(lock_lifetime=5)

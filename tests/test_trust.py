@@ -258,6 +258,28 @@ def test_a_skewed_worker_writes_the_database_clock(worker_env, tmp_path, offset)
         worker.stop()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_job_scheduled_now_is_due_within_the_same_millisecond_of_sqlites_clock(worker_env):
+    # Found by CI (test_limits, 2026-12-01): a job scheduled "now" at …:00.123456 by this
+    # host's clock was not due to a claim whose SQLite clock read …:00.123, the same
+    # millisecond. A frozen clock makes the same millisecond certain.
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's clock is each process's own; the others' clocks read microseconds.")
+    env = faketime_env(worker_env, "2026-11-30 12:00:00.123456")
+    script = (
+        "import django; django.setup()\n"
+        "from django_jobs import now\n"
+        "from django_jobs.models import Job\n"
+        "job = now('record')\n"
+        "print(job.next_run_at.isoformat(), Job.objects.due().filter(pk=job.pk).exists())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2026-11-30T12:00:00.123456+00:00", "True"]
+
+
 # Found 8: a worker is judged by its own expiry, not by the judge's lock lifetime
 
 

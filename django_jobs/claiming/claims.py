@@ -12,7 +12,7 @@ from typing import Any, NotRequired, TypedDict, Unpack
 from django.db import connections
 from django.db.models import F, Q
 
-from ..db import EARLIEST_TIME, DbNow, db_now_plus, write_transaction
+from ..db import EARLIEST_TIME, DbNow, db_now_plus, sqlite_now_sql, write_transaction
 from ..models import Job, JobQuerySet, JobRun, JobState, RunOutcome, new_run, new_token
 from .limits import Group, group_lock, room_for
 from .sql import column_name, fetch_all, from_row, quoted_columns, row_reader
@@ -414,8 +414,6 @@ def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     qn = connection.ops.quote_name
     c = quoted_columns(Job, connection)
     job_table = qn(Job._meta.db_table)
-    # Django's Now() on SQLite; "%%" because parameters follow.
-    now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
     where, order, where_params = _claimable_sql(connection, request)
     # SQLite looks for due rows through the claim index, priority first, and would read every
     # future row when nothing is due. This cheap test, in due-time order, stops at the first
@@ -429,11 +427,8 @@ def _claim_sqlite(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
         c,
         _lock_fields(
             request,
-            now=Sql(now),
-            locked_until=Sql(
-                "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)",
-                (f"+{request.lock_lifetime} seconds",),
-            ),
+            now=Sql(sqlite_now_sql()),
+            locked_until=Sql(sqlite_now_sql(", %s"), (f"+{request.lock_lifetime} seconds",)),
             attempts=Sql(f"{c['attempts']} + 1"),
         ),
     )

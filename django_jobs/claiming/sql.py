@@ -17,6 +17,8 @@ from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.db.models.sql import UpdateQuery
 
+from ..db import sqlite_now_sql
+
 M = TypeVar("M", bound=Model)
 
 
@@ -199,7 +201,7 @@ def row_reader(model: type[M], connection: Any, using: str) -> Callable[[Sequenc
 _NOW_SQL = {
     "postgresql": "SELECT STATEMENT_TIMESTAMP()",
     "mysql": "SELECT UTC_TIMESTAMP(6)",
-    "sqlite": "SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')",
+    "sqlite": f"SELECT {sqlite_now_sql()}",
 }
 
 
@@ -207,7 +209,7 @@ def database_now(using: str) -> datetime:
     """The database's clock now, as an aware UTC datetime (one round trip)."""
     connection = connections[using]
     with connection.cursor() as cursor:
-        cursor.execute(_NOW_SQL[connection.vendor])
+        cursor.execute(_NOW_SQL[connection.vendor], [])  # [] reads "%%" as "%"
         value = cursor.fetchone()[0]
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
