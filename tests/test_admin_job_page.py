@@ -82,6 +82,20 @@ def test_a_job_that_never_ran_says_so(admin_client: Client) -> None:
     assert "Next runs" not in html  # one-off job
 
 
+def test_a_limited_job_shows_its_cluster_limits_and_lock_key(admin_client: Client) -> None:
+    html = admin_client.get(job_url(make_job("capped", limited=True))).content.decode()
+    assert "Cluster limits" in html
+    assert "at most 3 running at once across the cluster" in html
+    html = admin_client.get(job_url(make_job("rated", limited=True))).content.decode()
+    assert "at most 20 starts in any 2 s across the cluster" in html
+    keyed = make_job("record", limited=True, lock_key="tenant-42")
+    html = admin_client.get(job_url(keyed)).content.decode()
+    assert "Lock key" in html and "tenant-42" in html
+    assert "one at a time per lock key" in html
+    html = admin_client.get(job_url(make_job("record"))).content.decode()
+    assert "Lock key" not in html and "Cluster limits" not in html
+
+
 def test_recurring_job_shows_next_five_runs_with_dst_changes(admin_client: Client) -> None:
     # Quarterly at noon in Paris: any five runs span a DST change, whatever today is.
     job = make_job("monthly", schedule="0 12 1 */3 *", timezone="Europe/Paris")
@@ -155,6 +169,8 @@ def test_everything_is_escaped(admin_client: Client) -> None:
         progress=0.1,
         progress_message=XSS,
         unique_key=XSS,
+        lock_key=XSS,
+        limited=True,
     )
     make_run(job, RunOutcome.FAILED, error=XSS, worker_id=XSS)
     html = admin_client.get(job_url(job)).content.decode()

@@ -241,6 +241,30 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
     def attempts_display(self, job: Job) -> str:
         return _("%(attempts)d of %(max)d") % {"attempts": job.attempts, "max": job.max_attempts}
 
+    @admin.display(description=gettext_lazy("cluster limits"))
+    def cluster_limits(self, job: Job) -> str:
+        """What a limited job is claimed under (claiming/limits.py), as its definition says."""
+        limits = []
+        definition = registry.get(job.name)
+        if definition is not None and definition.concurrency is not None:
+            limits.append(
+                _("at most %(count)d running at once across the cluster")
+                % {"count": definition.concurrency}
+            )
+        if definition is not None and definition.rate_limit is not None:
+            limits.append(
+                _("at most %(count)d starts in any %(period)s s across the cluster")
+                % {
+                    "count": definition.rate_limit.count,
+                    "period": f"{definition.rate_limit.period:g}",
+                }
+            )
+        if job.lock_key is not None:
+            limits.append(_("one at a time per lock key"))
+        if definition is None:
+            limits.append(_("its definition is not in the code"))
+        return "; ".join(limits) or display.EMPTY
+
     @admin.display(description=gettext_lazy("schedule"))
     def schedule_detail(self, job: Job) -> SafeString | str:
         if not job.schedule:
@@ -325,6 +349,9 @@ class JobAdmin(BigTableMixin, JobViewsMixin, admin.ModelAdmin):
                         "failure_count",
                         "locked_by",
                         "locked_until_display",
+                        # Shown where they apply: most jobs have neither.
+                        *(["cluster_limits"] if obj is not None and obj.limited else []),
+                        *(["lock_key"] if obj is not None and obj.lock_key is not None else []),
                     ]
                 },
             ),
