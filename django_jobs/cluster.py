@@ -4,7 +4,8 @@ Each child is a full worker (its own database connections, its own Worker row an
 heartbeat). The supervisor restarts a child that dies, with an exponential back-off so a
 child that crashes at start does not spin; it forwards SIGTERM/SIGINT for a graceful stop and
 exits once every child has stopped. A child that exits with status 0 (``--burst``,
-``--max-jobs``) is done and is not restarted.
+``--max-jobs``) is done and is not restarted; without those options a child exits 0 only when
+it was stopped from outside (a SIGTERM to it alone), and is replaced at once.
 
 On Linux children are forked from the supervisor, which has set Django up and holds no
 database connection (it closes them all before forking). Elsewhere they are spawned and set
@@ -173,9 +174,23 @@ class Supervisor:
         slot.process = None
         code = process.exitcode
         lived = time.monotonic() - slot.started_at
-        if code == 0:
+        ends_by_itself = bool(
+            self.worker_options.get("burst") or self.worker_options.get("max_jobs")
+        )
+        if code == 0 and (ends_by_itself or self.stopping):
             slot.done = True
             logger.info("Worker process %d (pid %s) exited.", slot.number, process.pid)
+            return
+        if code == 0:
+            # Without --burst or --max-jobs a child ends cleanly only when it is stopped: by
+            # a SIGTERM or SIGINT to it alone, since this supervisor is not stopping.
+            slot.restart_at = time.monotonic() + REPLACE_DELAY
+            logger.warning(
+                "Worker process %d (pid %s) was stopped from outside; replacing it in %.1fs.",
+                slot.number,
+                process.pid,
+                REPLACE_DELAY,
+            )
             return
         if self.stopping:
             slot.done = True

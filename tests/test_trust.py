@@ -418,6 +418,23 @@ def test_the_supervisor_replaces_a_killed_child_at_once(start_worker):
     assert supervisor.wait(timeout=60) == 0, supervisor.output()
 
 
+@pytest.mark.slow
+def test_the_supervisor_replaces_a_child_stopped_alone_by_sigterm(start_worker):
+    # A child stopped by its own SIGTERM exits cleanly (0), as a worker does; without --burst
+    # or --max-jobs it was not done, so the cluster would have run one process short.
+    supervisor = start_worker("--processes", "2", "--worker-id", "pool")
+    wait_for(lambda: Worker.objects.filter(worker_id__startswith="pool-").count() == 2)
+    victim = Worker.objects.get(worker_id="pool-2")
+    os.kill(victim.pid, signal.SIGTERM)
+    wait_for(
+        lambda: Worker.objects.filter(worker_id="pool-2").exclude(pid=victim.pid).exists(),
+        timeout=20,
+    )
+    assert "was stopped from outside; replacing it in 0.1s" in supervisor.output()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=60) == 0, supervisor.output()
+
+
 # A worker that cannot reach its database at start waits for it, as it does later on
 
 
