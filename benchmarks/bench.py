@@ -14,6 +14,9 @@ Workloads (docs/performance.md says what each measures and why):
   enqueue  schedule() one at a time, and schedule_many() in batches of 1,000
   isolation  drain 1,000 no-op jobs with `runjobs --isolation thread` and `process`: jobs/s,
            CPU per job, and the memory of the worker with its children (docs/controls.md)
+  walmap   PostgreSQL on this host only: drain the W1 jobs with 1 process after a CHECKPOINT
+           and read the write-ahead log it wrote with pg_waldump: bytes per job, the record
+           types, and the index entries written per job in each index (run as root or postgres)
 
 The database is the benchmark's own: its name must start with "bench" (it is emptied at
 every workload), and the script creates it if needed.
@@ -50,10 +53,11 @@ from benchmarks.measure import (  # noqa: E402
     wait_until,
     wal_bytes,
     wal_position,
+    wal_records,
     wal_rows,
 )
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue", "isolation")
+WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue", "isolation", "walmap")
 Row = tuple[str, str, str]  # workload, metric, value
 
 
@@ -264,6 +268,39 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
             ),
         )
         yield from wal_rows(name, jobs, wal)
+
+
+def walmap(jobs: int, concurrency: int) -> Iterator[Row]:
+    """Where a drain's write-ahead log goes: record types, and index entries per index."""
+    from django.db import connection
+
+    url = os.environ["BENCH_DATABASE_URL"]
+    name = f"WAL map, W1 drain {jobs:,}, 1 process"
+    if connection.vendor != "postgresql":
+        yield name, "skipped", "the write-ahead log is PostgreSQL's"
+        return
+    reset()
+    fill(jobs)
+    with connection.cursor() as cursor:
+        cursor.execute("CHECKPOINT")  # every run starts with the same full-page images to write
+    start = wal_position(url)
+    code = Runjobs("--burst", "--concurrency", str(concurrency)).wait()
+    end = wal_position(url)
+    if code != 0 or start is None or end is None:
+        raise RuntimeError(f"runjobs exited with {code}; see bench-runjobs.log")
+    try:
+        by_type, entries = wal_records(url, start, end)
+    except RuntimeError as exc:
+        yield name, "skipped", str(exc)
+        return
+    total = sum(size for _, size in by_type.values())
+    yield name, "write-ahead log per job", f"{total / jobs:,.0f} B"
+    for kind, (count, size) in sorted(by_type.items(), key=lambda item: -item[1][1])[:8]:
+        yield name, f"{kind}: records / bytes per job", f"{count / jobs:.2f} / {size / jobs:,.0f} B"
+    yield name, "index entries per job, every index", f"{sum(entries.values()) / jobs:.2f}"
+    for relation, count in sorted(entries.items(), key=lambda item: -item[1]):
+        if count >= jobs / 100:
+            yield name, f"index entries per job: {relation}", f"{count / jobs:.2f}"
 
 
 def tree_memory(root: int) -> int:
@@ -626,6 +663,7 @@ def main() -> None:
         "w4": w4,
         "enqueue": enqueue,
         "isolation": isolation,
+        "walmap": lambda: walmap(args.jobs, args.concurrency),
     }
     print("\n| workload | metric | value |\n|---|---|---|", flush=True)
     with quiet_logs():

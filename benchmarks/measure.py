@@ -112,3 +112,46 @@ def wal_rows(name: str, jobs: int, wal: int | None) -> list[tuple[str, str, str]
     if wal is None:
         return []
     return [(name, "write-ahead log per job (the server's)", f"{wal / jobs:,.0f} B")]
+
+
+def wal_records(url: str, start: str, end: str) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """The server's write-ahead log from `start` to `end`, read with pg_waldump: per record
+    type ("Btree/INSERT_LEAF") its count and bytes, and per relation the index entries written
+    (B-tree leaf and posting-list inserts). Needs the server's pg_wal directory (same host,
+    run as root or postgres); raises RuntimeError saying what is missing."""
+    major = int(_psql(url, "SHOW server_version_num")) // 10000
+    tool = f"/usr/lib/postgresql/{major}/bin/pg_waldump"
+    if not os.path.exists(tool):
+        raise RuntimeError(f"{tool} not found (Debian's postgresql-{major} has it)")
+    wal_dir = os.path.join(_psql(url, "SHOW data_directory"), "pg_wal")
+    done = subprocess.run(
+        [tool, "-p", wal_dir, "-s", start, "-e", end], capture_output=True, text=True
+    )
+    if not done.stdout:
+        raise RuntimeError(f"pg_waldump read nothing: {done.stderr.strip()}")
+    names = dict(
+        line.split("|", 1)
+        for line in _psql(
+            url, "SELECT relfilenode || '|' || relname FROM pg_class WHERE relfilenode > 0"
+        ).splitlines()
+    )
+    by_type: dict[str, list[int]] = {}
+    entries: dict[str, int] = {}
+    for line in done.stdout.splitlines():
+        # rmgr: Btree len (rec/tot): 64/ 64, tx: 7, lsn: 0/1, prev 0/0, desc: INSERT_LEAF off 2,
+        # blkref #0: rel 1663/16384/16500 blk 1
+        try:
+            rmgr = line.split("rmgr:", 1)[1].split()[0]
+            total = int(line.split("len (rec/tot):", 1)[1].split(",")[0].split("/")[1])
+            desc = line.split("desc:", 1)[1].split()[0]
+        except (IndexError, ValueError):
+            continue
+        kind = f"{rmgr}/{desc}"
+        count_bytes = by_type.setdefault(kind, [0, 0])
+        count_bytes[0] += 1
+        count_bytes[1] += total
+        if kind in ("Btree/INSERT_LEAF", "Btree/INSERT_POST") and "rel " in line:
+            node = line.split("rel ", 1)[1].split()[0].split("/")[-1]
+            relation = names.get(node, node)
+            entries[relation] = entries.get(relation, 0) + 1
+    return by_type, entries
