@@ -21,6 +21,7 @@ The database is the benchmark's own: its name must start with "bench" (it is emp
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -519,16 +520,15 @@ def main() -> None:
     client = Client()
     client.force_login(user)
 
-    print(
-        f"{connection.vendor} {connection.pg_version if connection.vendor == 'postgresql' else ''}"
-    )
+    version = getattr(connection, "pg_version", "") if connection.vendor == "postgresql" else ""
+    print(f"{connection.vendor} {version}")
     print(f"cpu: {cpu_model()}; load average at start: {os.getloadavg()[0]:.2f}")
     print("| page | median | max | status |\n|---|---|---|---|")
     for label, url in pages(args.jobs):
         if args.k and args.k not in label:
             continue
         client.get(url)  # warm: caches of the process, the database's buffers
-        times, response = timed(lambda url=url: client.get(url), args.tries)
+        times, response = timed(functools.partial(client.get, url), args.tries)
         status = response.status_code
         if status == 302:
             status = f"302 → {response['Location']}"

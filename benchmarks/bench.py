@@ -253,7 +253,11 @@ def w1(jobs: int, concurrency: int) -> Iterator[Row]:
         yield name, "jobs/s (first start to last finish)", f"{jobs / (last - first):,.0f}"
         # Steady: the middle 80 % of the jobs by their finish times, start-up and tail left
         # out (as peer_pgqueuer.py takes it).
-        ends = sorted(t.timestamp() for t in Job.objects.values_list("last_finished_at", flat=True))
+        ends = sorted(
+            t.timestamp()
+            for t in Job.objects.values_list("last_finished_at", flat=True)
+            if t is not None
+        )
         low, high = pct(ends, 10), pct(ends, 90)
         middle = sum(1 for t in ends if low <= t <= high)
         yield name, "jobs/s (steady: the middle 80 % of the jobs)", f"{middle / (high - low):,.0f}"
