@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from urllib.parse import urlparse
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -59,6 +62,23 @@ def wal_bytes(url: str, since: str | None) -> int | None:
     if since is None:
         return None
     return int(_psql(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{since}')"))
+
+
+def create_postgresql_database(url: str, who: str) -> None:
+    """Create the benchmark's PostgreSQL database at `url` if needed, refusing a name that is
+    not the benchmark's own (it is emptied) and a server that is not PostgreSQL."""
+    parsed = urlparse(url)
+    if not parsed.scheme.startswith("postgres"):
+        sys.exit(f"{who} needs PostgreSQL, not {parsed.scheme!r}.")
+    name = parsed.path.lstrip("/")
+    if not re.fullmatch(r"bench\w*", name):
+        sys.exit(
+            f"The database name must be bench followed by letters, digits or _ (it is "
+            f"emptied), not {name!r}."
+        )
+    admin = parsed._replace(path="/postgres").geturl()
+    if _psql(admin, f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
+        _psql(admin, f'CREATE DATABASE "{name}"')
 
 
 def _psql(url: str, sql: str) -> str:

@@ -83,13 +83,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import asyncpg
 import pgqueuer
 import uvloop
 from measure import (  # this script's folder
     cpu_model,
+    create_postgresql_database,
     machine_cpu,
     ms,
     pct,
@@ -158,18 +158,7 @@ async def create_pgqueuer(pooled: bool) -> AsyncIterator[PgQueuer]:
 async def ensure_database(url: str) -> None:
     """Create the benchmark's database if needed (refusing names not its own); install
     PgQueuer's schema, fresh, in it."""
-    parsed = urlparse(url)
-    if not parsed.scheme.startswith("postgres"):
-        sys.exit(f"PgQueuer needs PostgreSQL, not {parsed.scheme!r}.")
-    name = parsed.path.lstrip("/")
-    if not name.startswith("bench"):
-        sys.exit(f"The database name must start with 'bench' (it is emptied), not {name!r}.")
-    admin = await asyncpg.connect(parsed._replace(path="/postgres").geturl())
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    create_postgresql_database(url, "PgQueuer")
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")

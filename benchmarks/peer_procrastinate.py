@@ -81,12 +81,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
 
 import procrastinate
 import psycopg
 from measure import (  # this script's folder
     cpu_model,
+    create_postgresql_database,
     machine_cpu,
     ms,
     pct,
@@ -154,17 +154,7 @@ if __name__ != "__main__":
 def ensure_database(url: str) -> None:
     """Create the benchmark's database if needed (refusing names not its own); put
     procrastinate's schema, fresh, in it."""
-    parsed = urlparse(url)
-    if not parsed.scheme.startswith("postgres"):
-        sys.exit(f"procrastinate needs PostgreSQL, not {parsed.scheme!r}.")
-    name = parsed.path.lstrip("/")
-    if not name.startswith("bench"):
-        sys.exit(f"The database name must start with 'bench' (it is emptied), not {name!r}.")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not found:
-            conn.execute(f'CREATE DATABASE "{name}"')
+    create_postgresql_database(url, "procrastinate")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
