@@ -36,6 +36,11 @@ with contextlib.suppress(Exception):
     _setup()
 
 
+def ready() -> None:
+    """The warm-up child of worker/isolation.py's start_fork_server(): forked once the fork
+    server has loaded the project, it does nothing."""
+
+
 def main(row: tuple[str, list[str], list[Any]], sender: Any) -> None:
     """Run the job whose row the parent sent (its alias, field names and values), then send
     ("ok", result) or ("error", class path, message, traceback)."""

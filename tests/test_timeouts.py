@@ -87,6 +87,10 @@ def test_process_isolation_kills_a_job_at_its_timeout_and_runs_the_others(start_
     assert "fails_in_process" in failed_run.traceback
     pids = set(Execution.objects.values_list("worker_pid", flat=True))
     assert worker.proc.pid not in pids and len(pids) == 3  # each ran in a process of its own
+    # The stuck job's child wrote its row well within its 1 s: the fork server had loaded the
+    # project when the worker started, not within the first job's timeout (found 2026-12-01,
+    # when that load took about a second and the child was killed before its first line).
+    assert Execution.objects.filter(job_id=stuck.pk).exists()
     assert worker.proc.poll() is None
 
 

@@ -53,6 +53,20 @@ def context() -> Any:
     return _context
 
 
+def start_fork_server() -> None:
+    """Start the fork server and wait until it has imported Django and the project (a worker
+    with process isolation calls this as it starts). Otherwise the first job's child waits for
+    that import, about a second on a slow machine, within the job's own timeout."""
+    ctx = context()
+    if ctx.get_start_method() != "forkserver":
+        return
+    from ..process_child import ready
+
+    warm_up = ctx.Process(target=ready, name="django_jobs fork server warm-up")
+    warm_up.start()
+    warm_up.join()
+
+
 def run_in_child(job: Job, stop: StopRequest) -> Any:
     """Run `job` in a child process and return its result; raise what it raised there."""
     from ..process_child import main

@@ -33,7 +33,7 @@ from ..models import Worker as WorkerRecord
 from ..registry import registry
 from ..states import STOP_CANCEL
 from ..sync import sync_recurring
-from . import early_stop, report
+from . import early_stop, isolation, report
 from .executor import Running, execute
 from .outbox import Outbox
 from .threads import JobThreads
@@ -135,6 +135,8 @@ class Worker:
                 return 0
             if not self._retry_until_stopped(self._start_up, "starting"):
                 return 0
+            if self.isolation == "process":
+                isolation.start_fork_server()  # before the first job's timeout starts
             self._pool = JobThreads(
                 self.concurrency,
                 functools.partial(execute, report=self._record_outcome),
