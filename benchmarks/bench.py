@@ -11,6 +11,8 @@ Workloads (docs/performance.md says what each measures and why):
   w2       an idle worker; 200 jobs scheduled one at a time 20 ms apart: enqueue-to-start
   w3       50 jobs scheduled for exact future instants: start minus due time
   w4       the time of one claim (batch of 10) with 10,000 and 1,000,000 jobs pending
+  cycle    one pass of the claim loop (write a batch's outcomes, claim the next batch of 4,
+           16, 32): the two one after the other, and together, alternating in one process
   enqueue  schedule() one at a time, and schedule_many() in batches of 1,000
   isolation  drain 1,000 no-op jobs with `runjobs --isolation thread` and `process`: jobs/s,
            CPU per job, and the memory of the worker with its children (docs/controls.md)
@@ -35,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +59,7 @@ from benchmarks.measure import (  # noqa: E402
     wal_rows,
 )
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "enqueue", "isolation", "walmap")
+WORKLOADS = ("w1", "w2", "w3", "w4", "cycle", "enqueue", "isolation", "walmap")
 Row = tuple[str, str, str]  # workload, metric, value
 
 
@@ -581,6 +583,50 @@ def w4(claims: int = 200, batch: int = 10) -> Iterator[Row]:
         yield name, "p50 / mean", f"{ms(statistics.median(times))} / {ms(statistics.mean(times))}"
 
 
+def cycle(cycles: int = 300, batches: Sequence[int] = (4, 16, 32)) -> Iterator[Row]:
+    """One pass of the claim loop: write a batch's outcomes, claim the next batch. In
+    alternation within one process, so the machine's drift falls on both alike: the two
+    one after the other (finish_many(), then claim_batch(): two transactions), and the two
+    together (claim_batch(finish=...): on PostgreSQL one pipeline and one transaction)."""
+    from django_jobs import claiming
+
+    def ended(result: claiming.ClaimResult) -> list[claiming.Outcome]:
+        return [
+            claiming.Outcome(job, run, finished_at=run.started_at) for job, run in result.claimed
+        ]
+
+    for batch in batches:
+        reset()
+        fill(batch * (2 * cycles + 2))
+        options: dict[str, Any] = {
+            "worker_id": "bench",
+            "queues": [],
+            "limit": batch,
+            "lock_lifetime": 30,
+            "limited": False,
+        }
+        held = ended(claiming.claim_batch(**options))
+        times: dict[str, list[float]] = {"apart": [], "together": []}
+        for i in range(2 * cycles):
+            way = "together" if i % 2 else "apart"
+            t = time.perf_counter()
+            if way == "apart":
+                claiming.finish_many(held)
+                result = claiming.claim_batch(**options)
+            else:
+                result = claiming.claim_batch(**options, finish=held)
+            times[way].append(time.perf_counter() - t)
+            if len(result.claimed) != batch:
+                raise RuntimeError("nothing left to claim")
+            held = ended(result)
+        apart, together = (statistics.median(times[k]) for k in ("apart", "together"))
+        yield (
+            f"Cycle, batches of {batch}",
+            "p50: finish, then claim / both at once / ratio",
+            f"{ms(apart)} / {ms(together)} / {together / apart:.2f}",
+        )
+
+
 def enqueue(single: int = 2000, bulk: int = 10_000) -> Iterator[Row]:
     """schedule() one at a time (autocommit), and schedule_many() in batches of 1,000."""
     from django_jobs import now, schedule_many
@@ -665,6 +711,7 @@ def main() -> None:
         "w2": lambda: w2_with_floor(),
         "w3": w3,
         "w4": w4,
+        "cycle": cycle,
         "enqueue": enqueue,
         "isolation": isolation,
         "walmap": lambda: walmap(args.jobs, args.concurrency),

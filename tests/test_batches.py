@@ -196,3 +196,112 @@ def test_an_outcome_the_database_refuses_does_not_hold_back_the_others(caplog):
     assert Job.objects.get(pk=bad.pk).state == JobState.RUNNING
     assert not worker._running and not worker._outbox
     assert f"Could not record the outcome of job record #{bad.pk}" in caplog.text
+
+
+def _succeeded(claimed) -> list[Outcome]:
+    return [Outcome(job, run, finished_at=run.started_at) for job, run in claimed]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outcomes_sent_with_a_claim_are_written_in_its_transaction():
+    first, second = due(), due()
+    ended = _succeeded(claim(limit=2))
+    waiting = due()
+
+    result = claiming.claim_batch(
+        worker_id="w1", queues=[], limit=2, lock_lifetime=30, finish=ended
+    )
+
+    assert result.written == [True, True]
+    assert [job.pk for job, _ in result.claimed] == [waiting.pk]
+    for job in (first, second):
+        job.refresh_from_db()
+        assert job.state == JobState.SUCCEEDED and job.lock_token is None
+    assert set(JobRun.objects.values_list("job_id", "outcome")) == {
+        (first.pk, RunOutcome.SUCCEEDED),
+        (second.pk, RunOutcome.SUCCEEDED),
+        (waiting.pk, RunOutcome.RUNNING),
+    }
+    if connection.vendor == "postgresql":
+        # One transaction wrote both: the rows carry the same transaction id.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT xmin::text FROM django_jobs_job WHERE id = ANY(%s)",
+                [[first.pk, second.pk, waiting.pk]],
+            )
+            assert len(cursor.fetchall()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("limit", [5, 0], ids=["nothing-due", "no-free-slot"])
+def test_outcomes_sent_with_a_claim_that_takes_nothing_are_still_written(limit):
+    job = due()
+    ended = _succeeded(claim())
+
+    result = claiming.claim_batch(
+        worker_id="w1", queues=[], limit=limit, lock_lifetime=30, finish=ended
+    )
+
+    assert result.claimed == [] and result.written == [True]
+    assert Job.objects.get(pk=job.pk).state == JobState.SUCCEEDED
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="Only PostgreSQL refuses a NUL in a JSON string."
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_outcome_sent_with_a_claim_rolls_the_claim_back_and_is_written_alone(caplog):
+    from django_jobs.worker import Running, Worker
+
+    good, bad = due(), due()
+    worker = Worker(worker_id="w1", concurrency=2)
+    for job, run in claim():
+        entry = Running(job, run)
+        entry.outcome = Outcome(job, run, result="fine" if job.pk == good.pk else "nul\x00")
+        worker._running[(job.pk, job.lock_token)] = entry
+        worker._outbox.put(entry)
+    waiting = due()
+    worker._pool = _NoThreads()
+
+    started = worker._write_and_claim()
+
+    assert Job.objects.get(pk=good.pk).state == JobState.SUCCEEDED
+    assert Job.objects.get(pk=bad.pk).state == JobState.RUNNING  # its lock expires later
+    assert f"Could not record the outcome of job record #{bad.pk}" in caplog.text
+    # The claim that went with the refused batch was rolled back with it; the claim made
+    # after the outcomes were written one by one took the job, once.
+    assert [job.pk for job in started] == [waiting.pk]
+    assert JobRun.objects.filter(job_id=waiting.pk).count() == 1
+    assert Job.objects.get(pk=waiting.pk).attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_loop_fills_the_slots_its_written_outcomes_free():
+    from django_jobs.worker import Running, Worker
+
+    due(), due()
+    worker = Worker(worker_id="w1", concurrency=2)
+    for job, run in claim():
+        entry = Running(job, run)
+        entry.outcome = Outcome(job, run, finished_at=run.started_at)
+        worker._running[(job.pk, job.lock_token)] = entry
+        worker._outbox.put(entry)
+    waiting = [due(), due(), due()]
+    worker._pool = _NoThreads()
+
+    started = worker._write_and_claim()
+
+    # Both slots were busy until the outcomes were written: the claim took two, not none.
+    assert [job.pk for job in started] == [job.pk for job in waiting[:2]]
+    assert len(worker._running) == 2 and not worker._outbox
+    assert Job.objects.filter(state=JobState.SUCCEEDED).count() == 2
+
+
+class _NoThreads:
+    """A pool that keeps what it is given: the tests look at the claimed jobs, not runs."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def submit(self, item, in_flight: int) -> None:
+        self.items.append(item)

@@ -14,7 +14,7 @@ sql.py holds the raw SQL helpers they share.
 
 from ..notify import wake_workers
 from .claims import CLAIM_ORDER, ClaimResult, claim_and_start, claim_batch, claimable
-from .outcomes import Failure, Outcome, class_path, finish_many, next_slot, release
+from .outcomes import Failure, Finishing, Outcome, class_path, finish_many, next_slot, release
 from .recovery import (
     cancel_requests,
     delete_dead_workers,
@@ -27,6 +27,7 @@ __all__ = [
     "CLAIM_ORDER",
     "ClaimResult",
     "Failure",
+    "Finishing",
     "Outcome",
     "cancel_requests",
     "claim_and_start",

@@ -15,7 +15,8 @@ from django.db.models import F, Q
 from ..db import EARLIEST_TIME, DbNow, db_now_plus, sqlite_now_sql, write_transaction
 from ..models import Job, JobQuerySet, JobRun, JobState, RunOutcome, new_run, new_token
 from .limits import Group, group_lock, room_for
-from .sql import column_name, fetch_all, from_row, quoted_columns, row_reader
+from .outcomes import Finishing, Outcome, finish_many
+from .sql import column_name, fetch_all, fetch_together, from_row, quoted_columns, row_reader
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ class ClaimOptions(TypedDict):
     # Look for limited jobs when slots are left (True); the worker looks only now and then
     # while it has seen none and declares no limits (Worker._look_for_limited()).
     limited: NotRequired[bool]
+    # Ended runs to write first, in the same transaction as the claim (on PostgreSQL, the
+    # same round trip too): the claim loop's outcomes (ClaimResult.written says which).
+    finish: NotRequired[Sequence[Outcome]]
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class ClaimResult:
     retry_in: float | None = None
     looked: bool = False  # it looked for limited jobs
     found_limited: bool = False  # and found some due, whether it could start them or not
+    written: list[bool] | None = None  # finish_many()'s answer for the `finish` outcomes
 
 
 def claim_and_start(**options: Unpack[ClaimOptions]) -> list[tuple[Job, JobRun]]:
@@ -164,9 +169,15 @@ def _claim(
     using: str = "default",
     room: Mapping[str, int] | None = None,
     limited: bool = True,
+    finish: Sequence[Outcome] = (),
 ) -> ClaimResult:
+    connection = connections[using]
+    # On PostgreSQL the outcomes ride with the claim; elsewhere, or with no claim to make,
+    # they are written first in a transaction of their own.
+    finishing = Finishing.of(finish, using) if limit > 0 else None
+    written = finish_many(finish, using) if finish and finishing is None else None
     if limit <= 0:
-        return ClaimResult([])
+        return ClaimResult([], written=written)
     request = _ClaimRequest(
         worker_id=worker_id,
         token=new_token(),
@@ -176,12 +187,17 @@ def _claim(
         lock_lifetime=float(lock_lifetime),
         using=using,
     )
-    claimed = claim_strategy(connections[using])(request)
-    result = ClaimResult(claimed)
+    if finishing is not None:
+        claimed, written = _finish_and_claim_postgresql(request, finishing)
+    else:
+        claimed = claim_strategy(connection)(request)
+    result = ClaimResult(claimed, written=written)
     if limited and len(claimed) < limit:
         rest = replace(request, limit=limit - len(claimed))
         more, retry_in, found = _claim_limited(rest, room or {})
-        result = ClaimResult(claimed + more, retry_in, looked=True, found_limited=found)
+        result = replace(
+            result, claimed=claimed + more, retry_in=retry_in, looked=True, found_limited=found
+        )
     if result.claimed:
         logger.debug("%s claimed %d job(s)", worker_id, len(result.claimed))
     return result
@@ -384,6 +400,25 @@ _PG_CLAIMS: dict[str, tuple[str, list[Any]]] = {}
 def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
     """One statement: lock with SKIP LOCKED, update, insert the runs, return everything."""
     connection = connections[request.using]
+    return _pg_claimed(request, fetch_all(connection, *_pg_claim_statement(request)))
+
+
+def _finish_and_claim_postgresql(
+    request: _ClaimRequest, finishing: Finishing
+) -> tuple[list[tuple[Job, JobRun]], list[bool]]:
+    """The outcomes' statement, then the claim's, in one pipeline: one round trip and one
+    commit for both (fetch_together()); an error in either rolls back both. Returns the
+    claimed jobs and which outcomes were written."""
+    connection = connections[request.using]
+    kept, rows = fetch_together(
+        connection, [(finishing.sql, finishing.params), _pg_claim_statement(request)]
+    )
+    return _pg_claimed(request, rows), finishing.done(kept)
+
+
+def _pg_claim_statement(request: _ClaimRequest) -> tuple[str, list[Any]]:
+    """The claim statement of `request` and its parameters."""
+    connection = connections[request.using]
     where, _, where_params = _claimable_sql(connection, request)
     if where not in _PG_CLAIMS:
         _PG_CLAIMS[where] = _postgresql_claim_sql(connection, request)
@@ -396,10 +431,14 @@ def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
         # Fields added later get their model default, as the ORM would insert it.
         value = given[f.name] if f.name in given else f.get_default()
         params.append(f.get_db_prep_save(value, connection))
-    job_fields = Job._meta.concrete_fields
-    rows = fetch_all(connection, sql, params)
+    return sql, params
+
+
+def _pg_claimed(request: _ClaimRequest, rows: list[Any]) -> list[tuple[Job, JobRun]]:
+    """The claimed jobs and their runs from the claim statement's rows."""
+    connection = connections[request.using]
     claimed: list[tuple[Job, JobRun]] = []
-    width = len(job_fields)
+    width = len(Job._meta.concrete_fields)
     read = row_reader(Job, connection, request.using)
     build = _run_builder(request)
     for row in rows:

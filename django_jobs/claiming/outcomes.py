@@ -166,25 +166,13 @@ def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[boo
     """
     if not outcomes:
         return []
-    if any(o.finished_at is None for o in outcomes):
-        now = database_now(using)
-        for o in outcomes:
-            if o.finished_at is None:
-                o.finished_at = now
-    _refresh_schedules(outcomes, using)
-    planned = [(o, *_outcome_fields(o)) for o in outcomes]
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for index, (_, fields, _) in enumerate(planned):
-        groups.setdefault(tuple(fields), []).append(index)
-    if connections[using].vendor == "postgresql":
-        kept = _finish_postgresql(planned, groups, using)
-        written = [o.job.pk in kept for o in outcomes]
-        _warn_lost(outcomes, written)
-        _show_written(planned, written)
-        return written
+    finishing = Finishing.of(outcomes, using)
+    if finishing is not None:
+        return finishing.done(fetch_all(connections[using], finishing.sql, finishing.params))
+    planned = _planned(outcomes, using)
     written = [True] * len(outcomes)
     with write_transaction(using):
-        for indexes in groups.values():
+        for indexes in _groups(planned).values():
             rows = _job_rows(planned, indexes)
             where = {"id": None, "lock_token": None, "state": JobState.RUNNING.value}
             touched = update_each(Job, rows, where, using)
@@ -204,6 +192,55 @@ def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[boo
     _warn_lost(outcomes, written)
     _show_written(planned, written)
     return written
+
+
+@dataclass
+class Finishing:
+    """finish_many() on PostgreSQL in two halves: its one statement, which the claim loop
+    sends in the same transaction as its next claim (claim_batch(finish=...)), and done(),
+    which reads the statement's rows once the database answered."""
+
+    outcomes: Sequence[Outcome]
+    planned: list[Planned]
+    sql: str
+    params: list[Any]
+
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome], using: str) -> Finishing | None:
+        """The statement that writes `outcomes` (None off PostgreSQL, where it is several)."""
+        connection = connections[using]
+        if not outcomes or connection.vendor != "postgresql":
+            return None
+        planned = _planned(outcomes, using)
+        sql, params = _finish_postgresql(planned, _groups(planned), connection)
+        return cls(outcomes, planned, sql, params)
+
+    def done(self, rows: Iterable[Sequence[Any]]) -> list[bool]:
+        """Which outcomes were written (the statement returns their jobs' ids)."""
+        kept = {row[0] for row in rows}
+        written = [o.job.pk in kept for o in self.outcomes]
+        _warn_lost(self.outcomes, written)
+        _show_written(self.planned, written)
+        return written
+
+
+def _planned(outcomes: Sequence[Outcome], using: str) -> list[Planned]:
+    """Each outcome with the fields it writes on its job and on its run."""
+    if any(o.finished_at is None for o in outcomes):
+        now = database_now(using)
+        for o in outcomes:
+            if o.finished_at is None:
+                o.finished_at = now
+    _refresh_schedules(outcomes, using)
+    return [(o, *_outcome_fields(o)) for o in outcomes]
+
+
+def _groups(planned: list[Planned]) -> dict[tuple[str, ...], list[int]]:
+    """The indexes of the outcomes that write the same job fields, one group per set."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, (_, fields, _) in enumerate(planned):
+        groups.setdefault(tuple(fields), []).append(index)
+    return groups
 
 
 def _show_written(planned: list[Planned], written: list[bool]) -> None:
@@ -246,15 +283,15 @@ def _job_rows(planned: list[Planned], indexes: list[int]) -> list[tuple[dict[str
 
 
 def _finish_postgresql(
-    planned: list[Planned], groups: dict[tuple[str, ...], list[int]], using: str
-) -> set[int]:
-    """All the outcomes in one statement (one round trip, one commit); returns the ids written.
+    planned: list[Planned], groups: dict[tuple[str, ...], list[int]], connection: Any
+) -> tuple[str, list[Any]]:
+    """All the outcomes in one statement (one round trip, one commit) returning the ids of
+    the jobs written.
 
     Each group of rows that write the same fields is an UPDATE ... FROM unnest(arrays) in a
     data-modifying CTE: values shared by the group are single parameters, values that
     differ (finish times, results) arrive as one array per column.
     """
-    connection = connections[using]
     parts, params = [], []
     for n, indexes in enumerate(groups.values()):
         rows = _job_rows(planned, indexes)
@@ -271,8 +308,7 @@ def _finish_postgresql(
         parts.append(f"r AS ({sql})")
         params += part_params
     union = " UNION ALL ".join(f"SELECT id FROM j{n}" for n in range(len(groups)))
-    kept = fetch_all(connection, f"WITH {', '.join(parts)} {union}", params)
-    return {row[0] for row in kept}
+    return f"WITH {', '.join(parts)} {union}", params
 
 
 def release(job: Job, run: JobRun | None, *, reason: str, discard_run: bool = False) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
@@ -23,6 +23,18 @@ M = TypeVar("M", bound=Model)
 
 
 _COLUMNS: dict[tuple[type[Model], str], dict[str, str]] = {}
+
+
+def _hot_psycopg(connection: Any) -> Any:
+    """The psycopg 3 connection under `connection` when the worker's hot statements may use
+    it directly: PostgreSQL, nobody watching the queries through Django's cursor (DEBUG's
+    log, a test's capture, an execute_wrapper), psycopg 3 (not psycopg2). Else None."""
+    watched = connection.queries_logged or connection.execute_wrappers
+    if connection.vendor != "postgresql" or watched:
+        return None
+    connection.ensure_connection()
+    raw = connection.connection
+    return raw if hasattr(raw, "prepare_threshold") else None
 
 
 @contextlib.contextmanager
@@ -37,14 +49,8 @@ def bound_cursor(connection: Any) -> Iterator[Any]:
     Errors are Django's, as from any cursor. Elsewhere, while Django logs queries (DEBUG, a
     test capturing them) and while execute wrappers watch them, it is Django's own cursor.
     """
-    watched = connection.queries_logged or connection.execute_wrappers
-    if connection.vendor != "postgresql" or watched:
-        with connection.cursor() as cursor:
-            yield cursor
-        return
-    connection.ensure_connection()
-    raw = connection.connection
-    if not hasattr(raw, "prepare_threshold"):  # psycopg2
+    raw = _hot_psycopg(connection)
+    if raw is None:
         with connection.cursor() as cursor:
             yield cursor
         return
@@ -70,6 +76,38 @@ def fetch_all(connection: Any, sql: str, params: Sequence[Any]) -> list[Any]:
         else:
             cursor.execute(_binary_placeholders(sql), params, binary=True)
         return list(cursor.fetchall())
+
+
+def fetch_together(connection: Any, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+    """Run several hot statements in one transaction; the rows of each, in order.
+
+    On PostgreSQL with psycopg 3 in autocommit (see bound_cursor()) they go as one
+    pipeline: sent at once, answered at once, committed once. The statements before a
+    pipeline's sync run in one implicit transaction, so an error in any rolls back all.
+    Elsewhere, or inside the caller's transaction, they run one after the other in an
+    atomic block, with the same outcome.
+    """
+    raw = _hot_psycopg(connection)
+    if raw is None or connection.in_atomic_block or not _pipelines(raw):
+        with transaction.atomic(using=connection.alias):
+            return [fetch_all(connection, sql, params) for sql, params in statements]
+    import psycopg
+
+    _read_binary_json_as_text(raw)
+    with connection.wrap_database_errors, contextlib.ExitStack() as stack:
+        cursors = [stack.enter_context(psycopg.Cursor(raw)) for _ in statements]
+        with raw.pipeline():
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(_binary_placeholders(sql), params, binary=True)
+        return [list(cursor.fetchall()) for cursor in cursors]
+
+
+def _pipelines(raw: Any) -> bool:
+    """Whether this psycopg and its libpq can pipeline (psycopg 3.1 and libpq 14 on)."""
+    import psycopg
+
+    pipeline = getattr(psycopg, "Pipeline", None)
+    return bool(raw.autocommit and pipeline is not None and pipeline.is_supported())
 
 
 @functools.lru_cache(maxsize=256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -33,18 +34,27 @@ class Outbox:
         with self._lock:
             return bool(self._pending)
 
-    def write(self, written: Callable[[list[Running]], None]) -> None:
+    def write(
+        self,
+        written: Callable[[list[Running]], None],
+        finish: Callable[[list[claiming.Outcome]], object] | None = None,
+    ) -> None:
         """Write what is pending; `written` gets the entries once their outcomes are stored
-        (or refused by the database for good). A lost connection puts them back and raises."""
+        (or refused by the database for good). A lost connection puts them back and raises.
+
+        `finish` writes the batch's outcomes (finish_many() by default; the claim loop's
+        also claims in the same transaction). If it fails otherwise, the outcomes are written
+        one by one with finish_many(), each in a transaction of its own.
+        """
         with self._lock:
             batch, self._pending = self._pending, []
         if not batch:
             return
+        if finish is None:
+            finish = functools.partial(claiming.finish_many, using=self.using)
         with self._writing:
             try:
-                claiming.finish_many(
-                    [entry.outcome for entry in batch if entry.outcome], using=self.using
-                )
+                finish([entry.outcome for entry in batch if entry.outcome])
             except (OperationalError, InterfaceError):
                 self._put_back(batch)  # written after the reconnection
                 raise

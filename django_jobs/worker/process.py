@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TypeVar
@@ -273,10 +274,9 @@ class Worker:
         idle_checks = 0  # burst: looks in a row that found nothing due nor coming
         while not self._stopping.is_set():
             try:
-                self._write_outcomes()
                 since = time.monotonic()
                 self._tally.tick(since)
-                claimed = self._claim()
+                claimed = self._write_and_claim()
                 failures = 0
                 if claimed:
                     idle_checks = 0
@@ -356,13 +356,14 @@ class Worker:
                 counts[entry.job.name] = counts.get(entry.job.name, 0) + 1
         return counts
 
-    def _process_room(self) -> dict[str, int]:
-        """Runs each name with a per-process concurrency may still start in this process."""
+    def _process_room(self, ending: Counter[str]) -> dict[str, int]:
+        """Runs each name with a per-process concurrency may still start in this process,
+        once the `ending` runs (counted by name) are written."""
         room = {}
         for name, count in self._running_by_name().items():
             definition = registry.get(name)
             if definition and definition.process_concurrency:
-                room[name] = max(definition.process_concurrency - count, 0)
+                room[name] = max(definition.process_concurrency - count + ending[name], 0)
         return room
 
     def _look_for_limited(self) -> bool:
@@ -373,24 +374,44 @@ class Worker:
         now = time.monotonic()
         return now - self._limited_seen_at < LIMITED_SEEN_FOR or now >= self._limited_look_at
 
-    def _claim(self) -> list[Job]:
+    def _write_and_claim(self) -> list[Job]:
+        """Write the runs that ended since the last pass and claim due jobs for the free
+        slots, theirs included: on PostgreSQL in one round trip and one transaction
+        (claim_batch(finish=...)), elsewhere one transaction after the other. The claimed
+        jobs start once the ended runs' slots are free."""
+        result: claiming.ClaimResult | None = None
+
+        def finish(outcomes: list[claiming.Outcome]) -> None:
+            nonlocal result
+            result = self._claim_batch(outcomes)
+
+        self._outbox.write(self._written, finish)
+        if result is None:  # nothing had ended, or the outcomes were written one by one
+            result = self._claim_batch([])
+        return self._start(result)
+
+    def _claim_batch(self, finish: list[claiming.Outcome]) -> claiming.ClaimResult:
+        """Write `finish` and claim as many due jobs as there are slots once they are
+        written."""
         with self._lock:
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) + len(finish)
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self.claimed_count)
-        if free <= 0:
-            return []
-        room = self._process_room()
-        result = claiming.claim_batch(
+        room = self._process_room(Counter(outcome.job.name for outcome in finish))
+        return claiming.claim_batch(
             worker_id=self.worker_id,
             queues=self.queues,
-            limit=free,
+            limit=max(free, 0),
             lock_lifetime=self.lock_lifetime,
             exclude_names={name for name, left in room.items() if left <= 0},
             using=self.using,
             room=room,
             limited=self._look_for_limited(),
+            finish=finish,
         )
+
+    def _start(self, result: claiming.ClaimResult) -> list[Job]:
+        """Hand the claimed jobs to the threads."""
         claimed = result.claimed
         if result.looked:
             self._limited_look_at = time.monotonic() + self.poll_interval
