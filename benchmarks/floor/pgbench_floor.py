@@ -8,13 +8,11 @@ minimal queue table; prints a table of jobs/s.
 What a queue in PostgreSQL cannot beat on this machine on the day of the run, with no
 library around the statements: `--jobs` (10,000) rows in a table with only what a claim
 needs (id, state, due time, name, arguments; a partial index on the queued rows' due time),
-VACUUM ANALYZEd, then `--clients` (8) pgbench clients, each transaction of the script:
-  - claim1.sql: one statement claims 1 due row (UPDATE of the row locked FOR UPDATE SKIP
-    LOCKED, its id returned), a second one deletes it (the job's outcome): two commits per
-    job, as a worker that claims one job at a time;
-  - claim10.sql: the same with 10 rows per claim and one DELETE of the 10: two commits per
-    10 jobs, as a worker that claims in batches;
-  - claim100.sql: 100 rows per claim, as PgQueuer's best settings (batch_size 100).
+VACUUM ANALYZEd, then `--clients` (8) pgbench clients, each transaction of claim.sql:
+one statement claims N due rows (UPDATE of the rows locked FOR UPDATE SKIP LOCKED, their ids
+returned), a second one deletes them (the jobs' outcomes): two commits per N jobs. N is 1
+(a worker that claims one job at a time), 10 (a worker that claims in batches) and 100
+(PgQueuer's best settings, batch_size 100).
 Each is its own transaction (autocommit), as a worker's claim and outcome are, with the
 server's synchronous_commit (on): every commit durable. The clients run enough transactions
 between them to drain the table; jobs/s is the rows deleted over pgbench's own time (its tps,
@@ -39,7 +37,8 @@ import psycopg
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_floor"
-SCRIPTS = {n: HERE / f"claim{n}.sql" for n in (1, 10, 100)}  # jobs per claim: script
+SCRIPT = HERE / "claim.sql"
+PER_CLAIM = (1, 10, 100)  # jobs per claim, one pgbench run each
 TABLE = """
 CREATE TABLE floor_job (
     id bigserial PRIMARY KEY,
@@ -104,7 +103,8 @@ def run(url: str, jobs: int, per_claim: int, clients: int) -> float:
         f"--client={clients}",
         f"--jobs={min(clients, os.cpu_count() or 1)}",
         f"--transactions={transactions}",
-        f"--file={SCRIPTS[per_claim]}",
+        f"--file={SCRIPT}",
+        f"--define=per_claim={per_claim}",
         parsed.path.lstrip("/"),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -135,7 +135,7 @@ def main() -> None:
     print(f"database: postgresql {(row[0] if row else '?').split(' on ')[0]}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("\n| workload | metric | value |\n|---|---|---|", flush=True)
-    for per_claim in SCRIPTS:
+    for per_claim in PER_CLAIM:
         rate = run(args.database_url, args.jobs, per_claim, args.clients)
         name = f"W1 floor, pgbench, {args.jobs:,} rows, {args.clients} clients"
         metric = f"claim {per_claim} + delete, jobs/s"

@@ -1,12 +1,13 @@
--- The SQL floor of W1 (benchmarks/floor/pgbench_floor.py): claim 1 due job(s), then finish
--- them, each statement its own transaction (autocommit) as a worker's claim and outcome are.
+-- The SQL floor of W1 (benchmarks/floor/pgbench_floor.py): claim :per_claim due job(s), then
+-- finish them, each statement its own transaction (autocommit) as a worker's claim and
+-- outcome are. pgbench fills in :per_claim (--define=per_claim=N).
 WITH claimed AS (
     UPDATE floor_job SET state = 'running'
     WHERE id IN (
         SELECT id FROM floor_job
         WHERE state = 'queued' AND due_at <= now()
         ORDER BY due_at, id
-        LIMIT 1
+        LIMIT :per_claim
         FOR UPDATE SKIP LOCKED
     )
     RETURNING id
