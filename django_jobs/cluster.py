@@ -94,6 +94,7 @@ class Supervisor:
         self.slots = [Slot(number) for number in range(1, processes + 1)]
         self.stopping = False
         self._signals = 0
+        self._told: set[int] = set()  # the children the stop was forwarded to (pids)
         self._context = multiprocessing.get_context(start_method())
         self._status = 0
 
@@ -161,12 +162,21 @@ class Supervisor:
         # SIGTERM in that instant cannot run this supervisor's handler inside the child.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
+            if self.stopping:
+                slot.done = True  # stopped before this child was started: start none
+                return
             with self.fork_lock:
                 process.start()
+            # Known before the signals are unblocked: a stop signal that waited for the fork
+            # is forwarded to this child too.
+            slot.process, slot.started_at = process, time.monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        slot.process, slot.started_at = process, time.monotonic()
         logger.info("Started worker process %d (pid %s).", slot.number, process.pid)
+        if self.stopping and process.pid not in self._told:
+            # The handler ran during the fork (another thread of this process, such as the
+            # metrics server's, took the signal), when the child was not known to it yet.
+            self._tell(process.pid, signal.SIGTERM)
 
     def _reap(self, slot: Slot) -> None:
         process = slot.process
@@ -234,8 +244,13 @@ class Supervisor:
         else:
             return
         for process in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, forward)
+            self._tell(process.pid, forward)
+
+    def _tell(self, pid: int, signum: int) -> None:
+        """Forward a stop signal to a child."""
+        self._told.add(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def _how(code: int | None) -> str:

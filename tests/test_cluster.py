@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
+import time
 from collections import Counter
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_jobs import now, schedule_many
+from django_jobs import cluster, now, schedule_many
 from django_jobs.cluster import cpu_count
 from django_jobs.models import Job, JobRun, JobState, RunOutcome, Worker
 from tests.conftest import wait_for
@@ -124,3 +126,54 @@ def test_processes_auto_starts_one_per_core(start_worker):
 def test_bad_processes_are_refused(value):
     with pytest.raises(CommandError, match="--processes must be a whole number of 1 or more"):
         call_command("runjobs", "--processes", value)
+
+
+def _sleeping_child(options, parent_pid, verbosity=1, metrics=False):
+    """A child that only waits for a signal (forked with the stop signals blocked)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, cluster.STOP_SIGNALS)
+    time.sleep(15)
+    os._exit(0)
+
+
+class _StopWhileForking:
+    """The supervisor's fork lock, which stops the supervisor as it forks its first child.
+
+    "pending": a SIGTERM to the supervisor's main thread, which waits (blocked) until the
+    fork is done, as when the signal comes while the supervisor forks. "handled": the
+    supervisor's handler runs at once, inside the fork, as when another of its threads (the
+    metrics server's) takes the signal and Python runs the handler at the next instruction.
+    """
+
+    def __init__(self, supervisor: cluster.Supervisor, how: str) -> None:
+        self.supervisor, self.how, self.sent = supervisor, how, False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        if self.sent:
+            return
+        self.sent = True
+        if self.how == "pending":
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        else:
+            self.supervisor._on_signal(signal.SIGTERM, None)
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("how", ["pending", "handled"])
+def test_a_stop_signal_that_comes_while_a_child_is_forked_stops_that_child_too(monkeypatch, how):
+    # CI saw it: a SIGTERM that came while a killed child's replacement was forked stopped
+    # the other children, but not the new one, so the supervisor waited for it for good.
+    monkeypatch.setattr(cluster, "_child_main", _sleeping_child)
+    supervisor = cluster.Supervisor(2, {})
+    supervisor.fork_lock = _StopWhileForking(supervisor, how)  # type: ignore[assignment]
+    started = time.monotonic()
+
+    status = supervisor.run()
+
+    assert time.monotonic() - started < 8, "the child forked during the stop was not stopped"
+    assert status == 1  # the child ended by the forwarded SIGTERM (a real worker exits 0)
+    assert all(slot.process is None for slot in supervisor.slots)
