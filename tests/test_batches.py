@@ -305,3 +305,65 @@ class _NoThreads:
 
     def submit(self, item, in_flight: int) -> None:
         self.items.append(item)
+
+
+@pytest.mark.skipif(
+    connection.vendor == "sqlite",
+    reason="SQLite's group lock is its one write lock, which the outcomes wait for too.",
+)
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_never_waits_for_a_limited_claim_that_waits_for_its_group():
+    """CI's chaos run saw it on MariaDB: a job whose own lock lasts 1 s lost it while its
+    worker's heartbeat waited for the claim loop, whose claim of a limited job waited for
+    that job's group lock; the job was recovered and ran twice."""
+    import threading
+
+    from django.db import connections
+
+    from django_jobs.claiming.limits import Group, group_lock
+    from django_jobs.worker import Running, Worker
+
+    due()
+    worker = Worker(worker_id="w1", concurrency=4)
+    for job, run in claim():
+        entry = Running(job, run)
+        entry.outcome = Outcome(job, run, finished_at=run.started_at)
+        worker._running[(job.pk, job.lock_token)] = entry
+        worker._outbox.put(entry)
+    waiting = due(name="limited", limited=True)  # its definition says concurrency=1
+    worker._pool = _NoThreads()
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_group() -> None:  # another worker's claim of the group, on its connection
+        try:
+            with group_lock("default", Group("limited", None)):
+                held.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    started: list = []
+
+    def claim_loop() -> None:
+        try:
+            started.extend(worker._write_and_claim())
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_group)
+    holder.start()
+    assert held.wait(10)
+    loop = threading.Thread(target=claim_loop)
+    loop.start()
+    try:
+        wait_until = timezone.now() + timedelta(seconds=10)
+        while JobRun.objects.filter(outcome=RunOutcome.SUCCEEDED).count() < 1:
+            assert timezone.now() < wait_until, "the outcome was not written"
+        # The claim loop now waits for the group; the heartbeat's lock must be free.
+        assert worker._writing.acquire(timeout=2), "the heartbeat waits for the claim loop"
+        worker._writing.release()
+    finally:
+        release.set()
+        holder.join(30)
+        loop.join(30)
+    assert [job.pk for job in started] == [waiting.pk]

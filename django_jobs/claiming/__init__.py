@@ -14,7 +14,16 @@ sql.py holds the raw SQL helpers they share.
 
 from ..notify import wake_workers
 from .claims import CLAIM_ORDER, ClaimResult, claim_and_start, claim_batch, claimable
-from .outcomes import Failure, Finishing, Outcome, class_path, finish_many, next_slot, release
+from .outcomes import (
+    Failure,
+    Finishing,
+    Outcome,
+    class_path,
+    finish_many,
+    next_slot,
+    release,
+    rides_with_claim,
+)
 from .recovery import (
     cancel_requests,
     delete_dead_workers,
@@ -41,5 +50,6 @@ __all__ = [
     "next_slot",
     "recover_stale",
     "release",
+    "rides_with_claim",
     "wake_workers",
 ]

@@ -106,6 +106,9 @@ class ClaimOptions(TypedDict):
     # Ended runs to write first, in the same transaction as the claim (on PostgreSQL, the
     # same round trip too): the claim loop's outcomes (ClaimResult.written says which).
     finish: NotRequired[Sequence[Outcome]]
+    # False: look for limited jobs only (the worker's second claim, made after the first
+    # has written its outcomes and freed the heartbeat).
+    ordinary: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ def _claim(
     room: Mapping[str, int] | None = None,
     limited: bool = True,
     finish: Sequence[Outcome] = (),
+    ordinary: bool = True,
 ) -> ClaimResult:
     connection = connections[using]
     # On PostgreSQL the outcomes ride with the claim; elsewhere, or with no claim to make,
@@ -189,8 +193,10 @@ def _claim(
     )
     if finishing is not None:
         claimed, written = _finish_and_claim_postgresql(request, finishing)
-    else:
+    elif ordinary:
         claimed = claim_strategy(connection)(request)
+    else:
+        claimed = []
     result = ClaimResult(claimed, written=written)
     if limited and len(claimed) < limit:
         rest = replace(request, limit=limit - len(claimed))

@@ -208,11 +208,10 @@ class Finishing:
     @classmethod
     def of(cls, outcomes: Sequence[Outcome], using: str) -> Finishing | None:
         """The statement that writes `outcomes` (None off PostgreSQL, where it is several)."""
-        connection = connections[using]
-        if not outcomes or connection.vendor != "postgresql":
+        if not outcomes or not rides_with_claim(using):
             return None
         planned = _planned(outcomes, using)
-        sql, params = _finish_postgresql(planned, _groups(planned), connection)
+        sql, params = _finish_postgresql(planned, _groups(planned), connections[using])
         return cls(outcomes, planned, sql, params)
 
     def done(self, rows: Iterable[Sequence[Any]]) -> list[bool]:
@@ -222,6 +221,11 @@ class Finishing:
         _warn_lost(self.outcomes, written)
         _show_written(self.planned, written)
         return written
+
+
+def rides_with_claim(using: str) -> bool:
+    """Whether outcomes can be written in the claim's round trip (PostgreSQL's pipeline)."""
+    return bool(connections[using].vendor == "postgresql")
 
 
 def _planned(outcomes: Sequence[Outcome], using: str) -> list[Planned]:

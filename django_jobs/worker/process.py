@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -376,27 +377,43 @@ class Worker:
 
     def _write_and_claim(self) -> list[Job]:
         """Write the runs that ended since the last pass and claim due jobs for the free
-        slots, theirs included: on PostgreSQL in one round trip and one transaction
-        (claim_batch(finish=...)), elsewhere one transaction after the other. The claimed
-        jobs start once the ended runs' slots are free."""
+        slots, theirs included. On PostgreSQL the outcomes and the ordinary claim go in one
+        round trip and one transaction (claim_batch(finish=...)); elsewhere one transaction
+        after the other. Either way the heartbeat waits (Outbox's lock) only for the
+        outcomes and that one statement: limited jobs, whose claims may wait for their
+        groups' locks, are claimed after it, so a short lock is never extended late. The
+        claimed jobs start once the ended runs' slots are free."""
         result: claiming.ClaimResult | None = None
 
         def finish(outcomes: list[claiming.Outcome]) -> None:
             nonlocal result
-            result = self._claim_batch(outcomes)
+            if claiming.rides_with_claim(self.using):
+                result = self._claim_batch(outcomes, limited=False)
+            else:
+                claiming.finish_many(outcomes, using=self.using)
 
         self._outbox.write(self._written, finish)
-        if result is None:  # nothing had ended, or the outcomes were written one by one
-            result = self._claim_batch([])
+        if result is None:  # no ride: nothing had ended, another database, or written one by one
+            return self._start(self._claim_batch([]))
+        if self._look_for_limited():
+            more = self._claim_batch([], taken=len(result.claimed), ordinary=False)
+            result = replace(more, claimed=result.claimed + more.claimed, written=result.written)
         return self._start(result)
 
-    def _claim_batch(self, finish: list[claiming.Outcome]) -> claiming.ClaimResult:
+    def _claim_batch(
+        self,
+        finish: list[claiming.Outcome],
+        *,
+        limited: bool | None = None,
+        taken: int = 0,
+        ordinary: bool = True,
+    ) -> claiming.ClaimResult:
         """Write `finish` and claim as many due jobs as there are slots once they are
-        written."""
+        written, less the `taken` ones claimed but not started yet."""
         with self._lock:
-            free = self.concurrency - len(self._running) + len(finish)
+            free = self.concurrency - len(self._running) + len(finish) - taken
         if self.max_jobs is not None:
-            free = min(free, self.max_jobs - self.claimed_count)
+            free = min(free, self.max_jobs - self.claimed_count - taken)
         room = self._process_room(Counter(outcome.job.name for outcome in finish))
         return claiming.claim_batch(
             worker_id=self.worker_id,
@@ -406,8 +423,9 @@ class Worker:
             exclude_names={name for name, left in room.items() if left <= 0},
             using=self.using,
             room=room,
-            limited=self._look_for_limited(),
+            limited=self._look_for_limited() if limited is None else limited,
             finish=finish,
+            ordinary=ordinary,
         )
 
     def _start(self, result: claiming.ClaimResult) -> list[Job]:
