@@ -251,17 +251,9 @@ def test_outcomes_sent_with_a_claim_that_takes_nothing_are_still_written(limit):
 )
 @pytest.mark.django_db(transaction=True)
 def test_a_refused_outcome_sent_with_a_claim_rolls_the_claim_back_and_is_written_alone(caplog):
-    from django_jobs.worker import Running, Worker
-
     good, bad = due(), due()
-    worker = Worker(worker_id="w1", concurrency=2)
-    for job, run in claim():
-        entry = Running(job, run)
-        entry.outcome = Outcome(job, run, result="fine" if job.pk == good.pk else "nul\x00")
-        worker._running[(job.pk, job.lock_token)] = entry
-        worker._outbox.put(entry)
+    worker = _worker_with_ended(2, lambda job: "fine" if job.pk == good.pk else "nul\x00")
     waiting = due()
-    worker._pool = _NoThreads()
 
     started = worker._write_and_claim()
 
@@ -277,17 +269,9 @@ def test_a_refused_outcome_sent_with_a_claim_rolls_the_claim_back_and_is_written
 
 @pytest.mark.django_db(transaction=True)
 def test_the_claim_loop_fills_the_slots_its_written_outcomes_free():
-    from django_jobs.worker import Running, Worker
-
     due(), due()
-    worker = Worker(worker_id="w1", concurrency=2)
-    for job, run in claim():
-        entry = Running(job, run)
-        entry.outcome = Outcome(job, run, finished_at=run.started_at)
-        worker._running[(job.pk, job.lock_token)] = entry
-        worker._outbox.put(entry)
+    worker = _worker_with_ended(2)
     waiting = [due(), due(), due()]
-    worker._pool = _NoThreads()
 
     started = worker._write_and_claim()
 
@@ -295,6 +279,21 @@ def test_the_claim_loop_fills_the_slots_its_written_outcomes_free():
     assert [job.pk for job in started] == [job.pk for job in waiting[:2]]
     assert len(worker._running) == 2 and not worker._outbox
     assert Job.objects.filter(state=JobState.SUCCEEDED).count() == 2
+
+
+def _worker_with_ended(concurrency: int = 10, result=lambda job: None):
+    """A Worker (not started) whose claimed jobs have all ended and wait in its outbox, each
+    with the result `result(job)`; its pool keeps what it is given instead of running it."""
+    from django_jobs.worker import Running, Worker
+
+    worker = Worker(worker_id="w1", concurrency=concurrency)
+    for job, run in claim():
+        entry = Running(job, run)
+        entry.outcome = Outcome(job, run, result=result(job), finished_at=run.started_at)
+        worker._running[(job.pk, job.lock_token)] = entry
+        worker._outbox.put(entry)
+    worker._pool = _NoThreads()
+    return worker
 
 
 class _NoThreads:
@@ -321,17 +320,10 @@ def test_the_heartbeat_never_waits_for_a_limited_claim_that_waits_for_its_group(
     from django.db import connections
 
     from django_jobs.claiming.limits import Group, group_lock
-    from django_jobs.worker import Running, Worker
 
     due()
-    worker = Worker(worker_id="w1", concurrency=4)
-    for job, run in claim():
-        entry = Running(job, run)
-        entry.outcome = Outcome(job, run, finished_at=run.started_at)
-        worker._running[(job.pk, job.lock_token)] = entry
-        worker._outbox.put(entry)
+    worker = _worker_with_ended(4)
     waiting = due(name="limited", limited=True)  # its definition says concurrency=1
-    worker._pool = _NoThreads()
     held, release = threading.Event(), threading.Event()
 
     def hold_the_group() -> None:  # another worker's claim of the group, on its connection
