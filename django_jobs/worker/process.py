@@ -396,7 +396,7 @@ class Worker:
         if result is None:  # no ride: nothing had ended, another database, or written one by one
             return self._start(self._claim_batch([]))
         if self._look_for_limited():
-            more = self._claim_batch([], taken=len(result.claimed), ordinary=False)
+            more = self._claim_batch([], limited=True, taken=len(result.claimed), ordinary=False)
             result = replace(more, claimed=result.claimed + more.claimed, written=result.written)
         return self._start(result)
 
