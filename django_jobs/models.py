@@ -337,7 +337,8 @@ class Job(models.Model):
             ("cancel_running_job", _("Can cancel a running job")),
         ]
         indexes = [
-            # Serves the claim: equality on state/enabled/queue, then priority and due time order.
+            # Serves the claim: equality on state/enabled/queue, then priority and due time order,
+            # and the queues page. PostgreSQL's leaves out running jobs (migration 0019).
             models.Index(
                 fields=["state", "enabled", "queue", "-priority", "next_run_at"],
                 name="django_jobs_claim_idx",

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from django_jobs.admin.changelist import COUNT_LIMIT
+from django_jobs.admin.changelist import COUNT_LIMIT, CountAtLeast
 from django_jobs.admin.queues import distinct_values, job_names, job_queues, queue_rows
 from django_jobs.models import Job, JobState, Pause, PauseKind, RunOutcome
 
@@ -186,7 +186,26 @@ def test_queue_values_come_from_every_state() -> None:
     make_job("x", queue="only-failed", state=JobState.FAILED, next_run_at=None)
     make_job("x", queue="only-disabled", enabled=False)
     make_job("x", queue="only-cancelled", state=JobState.CANCELLED)
-    assert job_queues("default") == ["only-cancelled", "only-disabled", "only-failed"]
+    make_job("x", queue="only-running", state=JobState.RUNNING)
+    assert job_queues("default") == [
+        "only-cancelled",
+        "only-disabled",
+        "only-failed",
+        "only-running",
+    ]
+
+
+def test_running_jobs_are_counted_though_the_claim_index_leaves_them_out() -> None:
+    # On PostgreSQL the claim index holds no running job (migration 0019): the running and
+    # disabled counts of a queue read its running jobs from the running jobs' index.
+    make_job("x", queue="busy", state=JobState.RUNNING)
+    make_job("x", queue="busy", state=JobState.RUNNING, enabled=False)
+    make_job("x", queue="busy", enabled=False)
+    make_job("x", queue="busy", state=JobState.FAILED, enabled=False, next_run_at=None)
+    row = next(row for row in queue_rows("default") if row.queue == "busy")
+    assert row.counts["running"] == 2
+    assert row.counts["disabled"] == 3
+    assert row.counts["scheduled"] == 1
 
 
 def test_the_page_lists_at_most_max_values_queues(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,3 +215,33 @@ def test_the_page_lists_at_most_max_values_queues(monkeypatch: pytest.MonkeyPatc
     for name in ["q1", "q2", "q3", "q4", "q5"]:
         make_job("x", queue=name)
     assert len(queue_rows("default")) == 3
+
+
+def test_a_state_counted_in_two_parts_is_capped_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_jobs.admin import queues
+
+    monkeypatch.setattr(queues, "COUNT_LIMIT", 2)
+    make_job("x", queue="two-parts", enabled=False)
+    make_job("x", queue="two-parts", state=JobState.FAILED, enabled=False, next_run_at=None)
+    (row,) = (row for row in queue_rows("default") if row.queue == "two-parts")
+    assert row.counts["disabled"] == 2 and not isinstance(row.counts["disabled"], CountAtLeast)
+    make_job("x", queue="two-parts", state=JobState.RUNNING, enabled=False)
+    (row,) = (row for row in queue_rows("default") if row.queue == "two-parts")
+    assert isinstance(row.counts["disabled"], CountAtLeast) and row.counts["disabled"] == 2
+    for _ in range(3):
+        make_job("x", queue="two-parts", enabled=False)
+    (row,) = (row for row in queue_rows("default") if row.queue == "two-parts")
+    assert isinstance(row.counts["disabled"], CountAtLeast)
+
+
+def test_running_counts_past_the_cap_say_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_jobs.admin import queues
+
+    monkeypatch.setattr(queues, "COUNT_LIMIT", 2)
+    for queue in ("a", "a", "b"):
+        make_job("x", queue=queue, state=JobState.RUNNING)
+    rows = {row.queue: row for row in queue_rows("default")}
+    assert isinstance(rows["a"].counts["running"], CountAtLeast)
+    assert isinstance(rows["b"].counts["running"], CountAtLeast)
+    assert rows["a"].counts["running"] + rows["b"].counts["running"] == 3
+    assert rows["a"].counts["disabled"] == 0

@@ -1,4 +1,4 @@
-"""Migrations 0016 to 0018 on PostgreSQL: partial indexes a claim and a finish write nothing
+"""Migrations 0016 to 0019 on PostgreSQL: partial indexes a claim and a finish write nothing
 to, and run rows that a finish rewrites in place (HOT updates) rather than in every index of the
 table."""
 
@@ -28,6 +28,7 @@ pytestmark = [
 MIGRATION = import_module("django_jobs.migrations.0016_fewer_index_writes")
 UNIQUE_KEY = import_module("django_jobs.migrations.0017_partial_unique_key")
 DATA_INDEX = import_module("django_jobs.migrations.0018_partial_data_index")
+CLAIM_INDEX = import_module("django_jobs.migrations.0019_claim_index_without_running")
 
 
 def index_definitions(table: str) -> dict[str, str]:
@@ -49,8 +50,9 @@ def test_claim_and_lock_indexes_hold_only_the_rows_their_queries_ask_for():
     assert jobs["django_jobs_due_idx"].endswith("WHERE ((state)::text = 'scheduled'::text)")
     assert jobs["django_jobs_lock_idx"].endswith("WHERE ((state)::text = 'running'::text)")
     assert jobs["django_jobs_lock_key_idx"].endswith("WHERE (lock_key IS NOT NULL)")
-    # The per-queue claim index stays whole: the admin lists every state's queues from it.
-    assert "WHERE" not in jobs["django_jobs_claim_idx"]
+    # The per-queue claim index leaves out running jobs: a claim writes nothing there, and
+    # the admin reads every other state's queues from it (migration 0019).
+    assert jobs["django_jobs_claim_idx"].endswith("WHERE (NOT ((state)::text = 'running'::text))")
     runs = index_definitions(JobRun._meta.db_table)
     assert runs["django_jobs_run_chart_idx"].endswith("(started_at)")
     assert "outcome" not in " ".join(runs.values())
@@ -169,3 +171,62 @@ def test_the_data_index_migration_goes_back_to_the_whole_index():
     with connection.schema_editor() as editor:
         DATA_INDEX.partial_index(apps, editor)
     test_the_data_index_holds_only_jobs_with_data()
+
+
+def test_the_claim_index_answers_every_state_but_running():
+    Job.objects.bulk_create(
+        Job(name="record", queue=f"q{i % 3}", state=state, next_run_at=None)
+        for i in range(30)
+        for state in ("scheduled", "succeeded", "running")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+    for state in ("succeeded", "failed", "cancelled"):  # a claim's "scheduled" may take due_idx
+        plan = Job.objects.filter(state=state, enabled=True, queue="q1").explain()
+        assert "django_jobs_claim_idx" in plan, (state, plan)
+    plan = Job.objects.filter(state="running", queue="q1").explain()
+    assert "django_jobs_claim_idx" not in plan, plan
+
+
+def index_entries(index: str) -> int:
+    """Heap tuples an index points to, live or not, read from its pages (pageinspect): an
+    update that PostgreSQL cannot make in place adds one in every index whose condition the
+    new row meets, and the old one stays until a vacuum."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'pageinspect'")
+        if cursor.fetchone() is None:
+            pytest.skip("PostgreSQL's contrib module pageinspect is not installed")
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")  # undone with the test
+        cursor.execute("SELECT pg_relation_size(%s) / current_setting('block_size')::int", [index])
+        pages = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT coalesce(sum(coalesce(cardinality(items.tids), 1)), 0) FROM "
+            "generate_series(1, %s - 1) AS page, bt_page_stats(%s, page) AS stats, "
+            "bt_page_items(%s, page) AS items WHERE stats.type = 'l' AND items.itemoffset > "
+            "CASE WHEN stats.btpo_next = 0 THEN 0 ELSE 1 END",
+            [pages, index, index],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_claim_writes_nothing_to_the_claim_index_and_a_finish_one_entry():
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {connection.ops.quote_name(Job._meta.db_table)} CASCADE")
+    due = timezone.now() - timedelta(seconds=1)
+    Job.objects.bulk_create(Job(name="record", next_run_at=due) for _ in range(5))
+    assert index_entries("django_jobs_claim_idx") == 5
+    claimed = claim_and_start(worker_id="w1", queues=[], limit=5, lock_lifetime=30)
+    assert len(claimed) == 5
+    assert index_entries("django_jobs_claim_idx") == 5  # a whole index: 10
+    assert all(finish_many([Outcome(job, run) for job, run in claimed], using="default"))
+    assert index_entries("django_jobs_claim_idx") == 10
+
+
+def test_the_claim_index_migration_goes_back_to_the_whole_index():
+    with connection.schema_editor() as editor:
+        CLAIM_INDEX.whole_index(apps, editor)
+    assert "WHERE" not in index_definitions(Job._meta.db_table)["django_jobs_claim_idx"]
+    with connection.schema_editor() as editor:
+        CLAIM_INDEX.partial_index(apps, editor)
+    test_claim_and_lock_indexes_hold_only_the_rows_their_queries_ask_for()

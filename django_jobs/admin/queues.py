@@ -10,6 +10,10 @@ jobs as at a hundred (docs/performance.md, "Admin at 1M jobs"):
   with the queue;
 - the counts per queue and state are capped (at most COUNT_LIMIT + 1 rows each), as the
   lists' counts are, and each is a range of the claim index;
+- running jobs are the exception: on PostgreSQL the claim index leaves them out (a claim
+  then writes nothing there; migration 0019), and they are few (at most the workers'
+  concurrency, and those whose lock ran out), so their queues and counts per queue are one
+  grouped read of at most COUNT_LIMIT + 1 of them, through the running jobs' index;
 - the oldest due job's wait and the runs of the last hour are one query each.
 """
 
@@ -48,14 +52,49 @@ def distinct_values(queryset: QuerySet[Any], column: str, limit: int = MAX_VALUE
     return values
 
 
-def job_queues(using: str) -> list[str]:
-    """Every queue that holds a job, through the claim index (state, enabled, queue, ...)."""
-    found: set[str] = set()
+# The states the claim index holds on PostgreSQL (migration 0019), each read by its ranges.
+INDEXED_STATES = tuple(state for state in JobState.values if state != JobState.RUNNING)
+
+
+def job_queues(using: str, running: dict[str, RunningCount] | None = None) -> list[str]:
+    """Every queue that holds a job: through the claim index (state, enabled, queue, ...)
+    for each state it holds, and from the few running jobs for theirs."""
     jobs = Job.objects.using(using)
-    for state in JobState.values:
+    found = set(running_by_queue(using) if running is None else running)
+    for state in INDEXED_STATES:
         for enabled in (True, False):
             found.update(distinct_values(jobs.filter(state=state, enabled=enabled), "queue"))
     return sorted(found)[:MAX_VALUES]
+
+
+@dataclass
+class RunningCount:
+    running: int = 0
+    disabled: int = 0  # of those, the disabled ones
+
+
+def running_by_queue(using: str) -> dict[str, RunningCount]:
+    """The running jobs of each queue (and the disabled ones among them), from one read of at
+    most COUNT_LIMIT + 1 running jobs: past that, every count is "at least"."""
+    rows = (
+        Job.objects.using(using)
+        .filter(state=JobState.RUNNING)
+        .order_by()
+        .values_list("queue", "enabled")[: COUNT_LIMIT + 1]
+    )
+    read = list(rows)
+    found: dict[str, RunningCount] = {}
+    for queue, enabled in read:
+        count = found.setdefault(queue, RunningCount())
+        count.running += 1
+        count.disabled += not enabled
+    if len(read) > COUNT_LIMIT:
+        for count in found.values():
+            count.running, count.disabled = (
+                CountAtLeast(count.running),
+                CountAtLeast(count.disabled) if count.disabled else 0,
+            )
+    return found
 
 
 def registered_queues() -> set[str]:
@@ -80,7 +119,7 @@ def capped_count(queryset: QuerySet[Any]) -> int:
 
 
 def _queue_condition(key: str, queue: str) -> Q:
-    """One admin state of one queue, written as ranges of the claim index."""
+    """One admin state of one queue (but its running jobs), as ranges of the claim index."""
     both = [True, False]
     if key == "due":
         return Q(state=JobState.SCHEDULED, enabled=True, queue=queue, next_run_at__lte=DbNow())
@@ -88,9 +127,23 @@ def _queue_condition(key: str, queue: str) -> Q:
         return Q(state=JobState.SCHEDULED, enabled__in=both, queue=queue) & ~Q(
             enabled=True, next_run_at__lte=DbNow()
         )
-    if key == "disabled":
-        return Q(state__in=JobState.values, enabled=False, queue=queue)
+    if key == "disabled":  # the running ones are counted by running_by_queue()
+        return Q(state__in=INDEXED_STATES, enabled=False, queue=queue)
     return Q(state=key, enabled__in=both, queue=queue)
+
+
+def _queue_counts(jobs: QuerySet[Any], queue: str, running: RunningCount) -> dict[str, int]:
+    """A queue's capped count of each admin state; its running jobs are counted already."""
+    counts = {
+        key: capped_count(jobs.filter(_queue_condition(key, queue)))
+        for key in QUEUE_STATES
+        if key != "running"
+    }
+    counts["running"] = running.running
+    disabled = [counts["disabled"], running.disabled]
+    capped = sum(disabled) > COUNT_LIMIT or any(isinstance(c, CountAtLeast) for c in disabled)
+    counts["disabled"] = CountAtLeast(min(sum(disabled), COUNT_LIMIT)) if capped else sum(disabled)
+    return {key: counts[key] for key in QUEUE_STATES}
 
 
 @dataclass
@@ -118,13 +171,12 @@ def queue_rows(using: str, now: datetime | None = None) -> list[QueueRow]:
         .filter(kind=PauseKind.QUEUE)
         .values_list("value", flat=True)[:MAX_VALUES]
     )
-    queues = set(job_queues(using)) | registered_queues() | paused
+    running = running_by_queue(using)
+    queues = set(job_queues(using, running)) | registered_queues() | paused
     shown = sorted(queues)[:MAX_VALUES]
     rows = {queue: QueueRow(queue, paused=queue in paused) for queue in shown}
     for queue, row in rows.items():
-        row.counts = {
-            key: capped_count(jobs.filter(_queue_condition(key, queue))) for key in QUEUE_STATES
-        }
+        row.counts = _queue_counts(jobs, queue, running.get(queue, RunningCount()))
         if row.counts["due"]:
             # MIN of an expression: PostgreSQL would answer MIN(next_run_at) by walking the
             # next_run_at index from its oldest entry, across every finished job (300 ms at
