@@ -28,7 +28,7 @@ pytestmark = [
 MIGRATION = import_module("django_jobs.migrations.0016_fewer_index_writes")
 UNIQUE_KEY = import_module("django_jobs.migrations.0017_partial_unique_key")
 DATA_INDEX = import_module("django_jobs.migrations.0018_partial_data_index")
-CLAIM_INDEX = import_module("django_jobs.migrations.0019_claim_index_without_running")
+WITHOUT_RUNNING = import_module("django_jobs.migrations.0019_indexes_without_running")
 
 
 def index_definitions(table: str) -> dict[str, str]:
@@ -53,6 +53,10 @@ def test_claim_and_lock_indexes_hold_only_the_rows_their_queries_ask_for():
     # The per-queue claim index leaves out running jobs: a claim writes nothing there, and
     # the admin reads every other state's queues from it (migration 0019).
     assert jobs["django_jobs_claim_idx"].endswith("WHERE (NOT ((state)::text = 'running'::text))")
+    # So does the (name, state) index: running jobs of a name are read from the lock index.
+    assert jobs["django_jobs_name_state_idx"].endswith(
+        "WHERE (NOT ((state)::text = 'running'::text))"
+    )
     runs = index_definitions(JobRun._meta.db_table)
     assert runs["django_jobs_run_chart_idx"].endswith("(started_at)")
     assert "outcome" not in " ".join(runs.values())
@@ -210,23 +214,66 @@ def index_entries(index: str) -> int:
         return int(cursor.fetchone()[0])
 
 
-def test_a_claim_writes_nothing_to_the_claim_index_and_a_finish_one_entry():
+@pytest.mark.parametrize("index", ["django_jobs_claim_idx", "django_jobs_name_state_idx"])
+def test_a_claim_writes_nothing_to_an_index_without_running_jobs(index: str):
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {connection.ops.quote_name(Job._meta.db_table)} CASCADE")
     due = timezone.now() - timedelta(seconds=1)
     Job.objects.bulk_create(Job(name="record", next_run_at=due) for _ in range(5))
-    assert index_entries("django_jobs_claim_idx") == 5
+    assert index_entries(index) == 5
     claimed = claim_and_start(worker_id="w1", queues=[], limit=5, lock_lifetime=30)
     assert len(claimed) == 5
-    assert index_entries("django_jobs_claim_idx") == 5  # a whole index: 10
+    assert index_entries(index) == 5  # a whole index: 10
     assert all(finish_many([Outcome(job, run) for job, run in claimed], using="default"))
-    assert index_entries("django_jobs_claim_idx") == 10
+    assert index_entries(index) == 10  # the finished rows
 
 
-def test_the_claim_index_migration_goes_back_to_the_whole_index():
+def test_the_migration_without_running_jobs_goes_back_to_the_whole_indexes():
     with connection.schema_editor() as editor:
-        CLAIM_INDEX.whole_index(apps, editor)
-    assert "WHERE" not in index_definitions(Job._meta.db_table)["django_jobs_claim_idx"]
+        WITHOUT_RUNNING.whole_index(apps, editor)
+    jobs = index_definitions(Job._meta.db_table)
+    assert "WHERE" not in jobs["django_jobs_claim_idx"]
+    assert "WHERE" not in jobs["django_jobs_name_state_idx"]
     with connection.schema_editor() as editor:
-        CLAIM_INDEX.partial_index(apps, editor)
+        WITHOUT_RUNNING.partial_index(apps, editor)
     test_claim_and_lock_indexes_hold_only_the_rows_their_queries_ask_for()
+
+
+def test_the_jobs_gauge_reads_indexes_only():
+    # The gauge counts waiting, running and failed jobs: no index holds all three (the claim
+    # index leaves out running jobs), so one IN list over them would read the whole table.
+    from django_jobs.metrics import gauge_counts
+
+    Job.objects.bulk_create(
+        Job(name="record", state=state, next_run_at=None)
+        for state in ("scheduled", "running", "failed", "succeeded")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    for counts in gauge_counts("default"):
+        plan = counts.explain()
+        assert "Seq Scan" not in plan, plan
+    counted = {row[2]: row[3] for rows in gauge_counts("default") for row in rows}
+    assert counted == {"scheduled": 1, "running": 1, "failed": 1}
+
+
+def test_the_name_index_answers_a_name_s_jobs_in_every_state_but_running():
+    Job.objects.bulk_create(
+        Job(name=f"n{i % 3}", state=state, next_run_at=None)
+        for i in range(30)
+        for state in ("scheduled", "succeeded", "running")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    for state in ("succeeded", "failed", "cancelled"):  # "scheduled" may take due_idx
+        plan = Job.objects.filter(state=state, name="n1").order_by().explain()
+        assert "django_jobs_name_state_idx" in plan, (state, plan)
+    # Running jobs of a name, as a limit counts them: from the running jobs' index, not from
+    # every job of the name.
+    Job.objects.bulk_create(
+        Job(name="n1", state="succeeded", next_run_at=None) for _ in range(2000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(Job._meta.db_table)}")
+    plan = Job.objects.holding_slots().filter(name="n1").order_by().explain()
+    assert "django_jobs_lock_idx" in plan, plan
