@@ -118,19 +118,16 @@ class JobQuerySet(models.QuerySet["Job"]):
     def mark_limited(self) -> int:
         """Set `limited` on pending rows as the registered definitions say (a limit added to or
         removed from a definition since they were created); returns how many rows changed."""
+        pending = self.filter(state__in=[JobState.SCHEDULED, JobState.RUNNING])
         limited = [d.name for d in registry.limited()]
         unlimited = [d.name for d in registry if not d.limited]
         changed = 0
-        # One state at a time: on PostgreSQL the (name, state) index holds the waiting jobs
-        # and the lock index the running ones (migration 0019); no index holds both.
-        for state in (JobState.SCHEDULED, JobState.RUNNING):
-            pending = self.filter(state=state)
-            if limited:
-                changed += pending.filter(name__in=limited, limited=False).update(limited=True)
-            if unlimited:
-                changed += pending.filter(
-                    name__in=unlimited, limited=True, lock_key__isnull=True
-                ).update(limited=False)
+        if limited:
+            changed += pending.filter(name__in=limited, limited=False).update(limited=True)
+        if unlimited:
+            changed += pending.filter(
+                name__in=unlimited, limited=True, lock_key__isnull=True
+            ).update(limited=False)
         return changed
 
     # Bulk state changes (the admin's actions over a whole filter), one statement each: the
@@ -346,8 +343,8 @@ class Job(models.Model):
                 fields=["state", "enabled", "queue", "-priority", "next_run_at"],
                 name="django_jobs_claim_idx",
             ),
+            # PostgreSQL's holds running jobs only, on (locked_by, locked_until) (migration 0020).
             models.Index(fields=["state", "locked_until"], name="django_jobs_lock_idx"),
-            # PostgreSQL's leaves out running jobs (migration 0019).
             models.Index(fields=["name", "state"], name="django_jobs_name_state_idx"),
             models.Index(fields=["next_run_at"], name="django_jobs_next_run_idx"),
             # Serves the claim of a worker that takes every queue: without it the database
