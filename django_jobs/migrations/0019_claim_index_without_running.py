@@ -17,6 +17,7 @@ MariaDB has no partial indexes.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from django.db import migrations, models
@@ -28,12 +29,7 @@ WITHOUT_RUNNING = models.Index(
 )
 
 
-def _swap(apps: Any, schema_editor: Any, old: models.Index, new: models.Index) -> None:
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    job = apps.get_model("django_jobs", "Job")
-    schema_editor.remove_index(job, old)
-    schema_editor.add_index(job, new)
+_swap = import_module("django_jobs.migrations.0018_partial_data_index")._swap  # PostgreSQL's
 
 
 def partial_index(apps: Any, schema_editor: Any) -> None:

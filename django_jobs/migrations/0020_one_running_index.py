@@ -29,22 +29,22 @@ ONE = models.Index(
 )
 
 
-def one_index(apps: Any, schema_editor: Any) -> None:
+def _replace(apps: Any, schema_editor: Any, old: list[Any], new: list[Any]) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
     job = apps.get_model("django_jobs", "Job")
-    schema_editor.remove_index(job, LOCK)
-    schema_editor.remove_index(job, BY_WORKER)
-    schema_editor.add_index(job, ONE)
+    for index in old:
+        schema_editor.remove_index(job, index)
+    for index in new:
+        schema_editor.add_index(job, index)
+
+
+def one_index(apps: Any, schema_editor: Any) -> None:
+    _replace(apps, schema_editor, [LOCK, BY_WORKER], [ONE])
 
 
 def two_indexes(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    job = apps.get_model("django_jobs", "Job")
-    schema_editor.remove_index(job, ONE)
-    schema_editor.add_index(job, LOCK)
-    schema_editor.add_index(job, BY_WORKER)
+    _replace(apps, schema_editor, [ONE], [LOCK, BY_WORKER])
 
 
 class Migration(migrations.Migration):
