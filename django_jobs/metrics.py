@@ -192,7 +192,6 @@ def gauge_counts(using: str) -> list[Any]:
 
 
 def _database_families(using: str) -> list[Any]:
-
     from . import alerts
     from .models import Job, Worker
 

@@ -6,8 +6,9 @@ changes an indexed column. A claim turns a scheduled job into a running one, so 
 that holds every state took an entry at each claim, for a row that no claim and no admin query
 looks for there: claims ask for scheduled jobs, and the queues page (admin/queues.py) and the
 jobs gauge (metrics.py) read the running jobs of a queue from the running jobs' index, since
-they are few (at most the workers' concurrency, and those whose lock ran out). Every other state stays in the index, so
-the queues page still lists and counts the queues of every finished state by ranges of it.
+they are few (at most the workers' concurrency, and those whose lock ran out). Every other
+state stays in the index, so the queues page still lists and counts the queues of every
+finished state by ranges of it.
 
 A claim now writes nothing there, a finish one entry (the ended state), as before: one index
 entry a job less (docs/performance.md, "Indexes without running jobs"). SQLite and

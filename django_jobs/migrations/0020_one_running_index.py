@@ -4,9 +4,9 @@ of a run).
 Two partial indexes held the running jobs: the lock index (state, locked_until), for lock
 recovery and the slots of a limit, and the index by worker (locked_by), for the overview's
 count of each worker's running jobs. A claim wrote an entry in each. One index on
-(locked_by, locked_until) of the running jobs answers all three: a worker's jobs are a range
-of it, and recovery and a limit's count read the running jobs whole, which are few (the
-workers' concurrency, and those whose lock ran out), from the index alone for the lock times.
+(locked_by, locked_until) of the running jobs answers both: a worker's jobs are a range of it,
+and recovery and a limit's slots by lock key read the lock times of the running jobs, which
+are few (the workers' concurrency, and those whose lock ran out), from it.
 A claim now writes one entry there: one index entry a job less (docs/performance.md,
 "Indexes without running jobs"). The running jobs of a name, which a cluster-wide limit counts
 at each of its claims, stay a range of the (name, state) index.
