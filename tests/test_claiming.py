@@ -429,9 +429,11 @@ def test_finish_failure_retries_after_the_delay_while_attempts_remain():
     assert finish(
         claimed, run, failure=Failure("Boom: no", "Traceback..."), retry_delay=timedelta(minutes=5)
     )
+    after = db_time()  # both bounds by the same clock: SQLite's reads as the last microsecond
+    # of its millisecond (db.sqlite_now_sql()), up to 1 ms past Python's timezone.now()
     job.refresh_from_db()
     assert job.state == JobState.SCHEDULED
-    assert before + timedelta(minutes=5) <= job.next_run_at <= timezone.now() + timedelta(minutes=5)
+    assert before + timedelta(minutes=5) <= job.next_run_at <= after + timedelta(minutes=5)
     assert job.attempts == 1 and job.failure_count == 1
     assert (job.last_error, job.last_traceback) == ("Boom: no", "Traceback...")
     run.refresh_from_db()
@@ -494,8 +496,9 @@ def test_a_recurring_retry_never_passes_the_next_slot():
     (claimed,) = claim_jobs()
     before = db_time()
     assert finish(claimed, None, failure=Failure("x"), retry_delay=timedelta(seconds=2))
+    after = db_time()  # by the database's clock, as the retry's time (see above)
     job.refresh_from_db()
-    assert before + timedelta(seconds=2) <= job.next_run_at <= timezone.now() + timedelta(seconds=2)
+    assert before + timedelta(seconds=2) <= job.next_run_at <= after + timedelta(seconds=2)
 
 
 # Through a real worker
