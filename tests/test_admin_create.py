@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from django_jobs.models import Job
 from django_jobs.registry import registry
+from tests.clock_support import db_time
 
 from .admin_support import XSS, XSS_ESCAPED, add_url, client_for, job_url, make_user, messages_of
 
@@ -55,9 +56,7 @@ def test_create_a_job(admin_client: Client) -> None:
         7,
         "emails",
     )
-    assert (
-        before + timedelta(minutes=10) <= job.next_run_at <= timezone.now() + timedelta(minutes=10)
-    )
+    assert before + timedelta(minutes=10) <= job.next_run_at <= db_time() + timedelta(minutes=10)
     entry = LogEntry.objects.get()
     assert (entry.action_flag, entry.object_id, entry.change_message) == (
         ADDITION,

@@ -35,6 +35,7 @@ from django_jobs.tasks_compat import (
     task_backends,
 )
 from django_jobs.worker import resolve
+from tests.clock_support import db_time
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +84,7 @@ def test_enqueue_stores_a_job_row():
     assert job.priority == 0
     assert job.max_attempts == 1  # Django's tasks are not retried unless OPTIONS ask for it
     assert job.state == JobState.SCHEDULED
-    assert job.next_run_at <= timezone.now()
+    assert job.next_run_at <= db_time()  # written by the database's clock, read by it
 
     assert result.status == TaskResultStatus.READY
     assert result.backend == "default"

@@ -23,6 +23,7 @@ from django_jobs.models import (
 )
 from django_jobs.worker import Worker
 from tests.claiming_support import LOCK, claim_jobs, finish
+from tests.clock_support import db_time
 from tests.testapp.models import Execution
 
 
@@ -34,10 +35,6 @@ def due(name: str = "record", seconds_ago: float = 1, **options) -> Job:
 def expire(job: Job) -> None:
     """Make the lock of `job` expire, by the database's clock, as if its worker had died."""
     Job.objects.filter(pk=job.pk).update(locked_until=db_now_plus(-5))
-
-
-def db_time() -> datetime:
-    return Job.objects.annotate(t=DbNow()).values_list("t", flat=True).first()
 
 
 def recurring(schedule_text: str, next_run_at: datetime, **fields) -> Job:

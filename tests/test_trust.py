@@ -19,11 +19,12 @@ from django.utils import timezone
 
 from django_jobs import now, schedule_many
 from django_jobs.claiming import recover_stale
-from django_jobs.db import EARLIEST_TIME, LATEST_TIME, DbNow
+from django_jobs.db import EARLIEST_TIME, LATEST_TIME
 from django_jobs.models import Job, JobRun, JobState, RunOutcome, Worker
 from django_jobs.recurring import removed_note
 from django_jobs.registry import Registry
 from django_jobs.sync import recurring_key, sync_recurring
+from tests.clock_support import db_time
 from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.testapp.models import Execution
 
@@ -31,10 +32,6 @@ from tests.testapp.models import Execution
 # 3.11 does not). SQLite stores at most 1,000 levels, MariaDB 32: a test whose database
 # cannot hold a row Python cannot read is skipped, since no such row can exist there.
 DEPTHS = (20_000, 1000)
-
-
-def db_time() -> datetime:
-    return Job.objects.annotate(t=DbNow()).values_list("t", flat=True).first() or timezone.now()
 
 
 def deep_json(levels: int) -> str:
