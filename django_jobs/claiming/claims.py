@@ -307,6 +307,19 @@ def _ordinary_where(
     return where, tuple(params)
 
 
+def _literal_where(connection: Any, where: str, params: Sequence[Any]) -> str:
+    """`where` with its parameters quoted into it by the driver (psycopg's own quoting), its
+    percent signs doubled: the statement it goes into still binds parameters."""
+    return connection.ops.compose_sql(where, params).replace("%", "%%")
+
+
+@functools.lru_cache(maxsize=256)
+def _ordinary_literal_where(using: str, queues: tuple[str, ...], exclude: tuple[str, ...]) -> str:
+    """The ordinary claim's WHERE (_ordinary_where()) as literal SQL, quoted once per shape."""
+    where, params = _ordinary_where(using, queues, exclude)
+    return _literal_where(connections[using], where, params)
+
+
 def _new_run(job: Job, request: _ClaimRequest) -> JobRun:
     run = new_run(
         job,
@@ -353,13 +366,19 @@ def _pg_lock_fields(request: _ClaimRequest, c: dict[str, str]) -> dict[str, Any]
     )
 
 
-def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str, list[Any]]:
-    """The claim statement for this shape of request, and the run fields it takes as params."""
+_WHERE, _LIMIT = "\0where\0", "\0limit\0"  # where the claim's literals go (_pg_claim_statement())
+
+
+def _postgresql_claim_sql(
+    connection: Any, request: _ClaimRequest
+) -> tuple[tuple[str, str, str], list[Any]]:
+    """The claim statement in three parts, around its WHERE and its LIMIT, and the run fields
+    it takes as params."""
     qn = connection.ops.quote_name
     c = quoted_columns(Job, connection)
     job_table = qn(Job._meta.db_table)
     now = "STATEMENT_TIMESTAMP()"
-    where, order, _ = _claimable_sql(connection, request)
+    where, order = _WHERE, f"{c['priority']} DESC, {c['next_run_at']}, {c['id']}"
     job_fields = Job._meta.concrete_fields
     returning = ", ".join(f"j.{qn(f.column)}" for f in job_fields)
     assignments, _ = _assignments(c, _pg_lock_fields(request, c))
@@ -367,7 +386,7 @@ def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str,
     sql = (
         f"WITH claimed AS (UPDATE {job_table} AS j SET {assignments} "
         f"WHERE j.{c['id']} = ANY(ARRAY(SELECT {c['id']} FROM {job_table} WHERE {where} "
-        f"ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED)) RETURNING {returning})"
+        f"ORDER BY {order} LIMIT {_LIMIT} FOR UPDATE SKIP LOCKED)) RETURNING {returning})"
     )
     selected = ", ".join(f"c.{qn(f.column)}" for f in job_fields)
     run_fields = []
@@ -397,10 +416,12 @@ def _postgresql_claim_sql(connection: Any, request: _ClaimRequest) -> tuple[str,
         f"JOIN runs AS r ON r.{r['job']} = c.{c['id']}"
         f" ORDER BY c.{c['priority']} DESC, c.{c['next_run_at']}, c.{c['id']}"
     )
-    return sql, run_fields
+    before, rest = sql.split(_WHERE)
+    between, after = rest.split(_LIMIT)
+    return (before, between, after), run_fields
 
 
-_PG_CLAIMS: dict[str, tuple[str, list[Any]]] = {}
+_PG_CLAIMS: dict[str, tuple[tuple[str, str, str], list[Any]]] = {}
 
 
 def _claim_postgresql(request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
@@ -423,15 +444,29 @@ def _finish_and_claim_postgresql(
 
 
 def _pg_claim_statement(request: _ClaimRequest) -> tuple[str, list[Any]]:
-    """The claim statement of `request` and its parameters."""
+    """The claim statement of `request` and its parameters.
+
+    What picks the rows is written into the statement as literals (the WHERE's values and
+    the LIMIT), not bound: under server-side prepared statements (OPTIONS["prepare_threshold"])
+    PostgreSQL then keeps one generic plan of it instead of planning it at every claim, since
+    a generic plan can use the partial claim indexes only when it can read their condition's
+    state in the statement. See docs/performance.md.
+    """
     connection = connections[request.using]
-    where, _, where_params = _claimable_sql(connection, request)
-    if where not in _PG_CLAIMS:
-        _PG_CLAIMS[where] = _postgresql_claim_sql(connection, request)
-    sql, run_fields = _PG_CLAIMS[where]
+    if request.using not in _PG_CLAIMS:
+        _PG_CLAIMS[request.using] = _postgresql_claim_sql(connection, request)
+    (before, between, after), run_fields = _PG_CLAIMS[request.using]
+    if request.group is None:
+        where = _ordinary_literal_where(
+            request.using, tuple(request.queues), tuple(request.exclude)
+        )
+    else:
+        group_where, _, group_params = _claimable_sql(connection, request)
+        where = _literal_where(connection, group_where, group_params)
+    sql = f"{before}{where}{between}{int(request.limit)}{after}"
     c = quoted_columns(Job, connection)
     _, set_params = _assignments(c, _pg_lock_fields(request, c))
-    params: list[Any] = [*set_params, *where_params, request.limit]
+    params: list[Any] = list(set_params)
     given = {"outcome": RunOutcome.RUNNING.value, "worker_id": request.worker_id}
     for f in run_fields:
         # Fields added later get their model default, as the ORM would insert it.
