@@ -14,6 +14,10 @@ Workloads (docs/performance.md says what each measures and why):
   cycle    one pass of the claim loop (write a batch's outcomes, claim the next batch of 4,
            16, 32): the two one after the other, and together, alternating in one process
   enqueue  schedule() one at a time, and schedule_many() in batches of 1,000
+  plans    PostgreSQL only: passes of the claim loop (outcomes of 10, claim of 10) on one
+           connection with prepared statements off and on (OPTIONS["prepare_threshold"]),
+           alternating: the server process's CPU and the worker's per job, and how the claim
+           was planned (generic or custom plans); the server's CPU is read on this host only
   isolation  drain 1,000 no-op jobs with `runjobs --isolation thread` and `process`: jobs/s,
            CPU per job, and the memory of the worker with its children (docs/controls.md)
   walmap   PostgreSQL on this host only: drain the W1 jobs with 1 process after a CHECKPOINT
@@ -59,7 +63,7 @@ from benchmarks.measure import (  # noqa: E402
     wal_rows,
 )
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "cycle", "enqueue", "isolation", "walmap")
+WORKLOADS = ("w1", "w2", "w3", "w4", "cycle", "enqueue", "isolation", "walmap", "plans")
 Row = tuple[str, str, str]  # workload, metric, value
 
 
@@ -627,6 +631,80 @@ def cycle(cycles: int = 300, batches: Sequence[int] = (4, 16, 32)) -> Iterator[R
         )
 
 
+def _process_cpu(pid: int) -> float | None:
+    """User and system CPU seconds of process `pid` on this host (None if not here)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plans(jobs: int = 10_000, batch: int = 10, rounds: int = 3) -> Iterator[Row]:
+    """Passes of the claim loop on one connection, prepared statements off and on in turn."""
+    from django.db import connection
+
+    from django_jobs import claiming
+
+    if connection.vendor != "postgresql":
+        return
+    options: dict[str, Any] = {"worker_id": "bench", "queues": [], "limit": batch}
+    results: dict[str, list[tuple[float | None, float, float]]] = {"off": [], "on (5)": []}
+    counts: dict[str, tuple[int, int]] = {}
+    for _ in range(rounds):
+        for label, threshold in (("off", None), ("on (5)", 5)):
+            reset()
+            fill(jobs)
+            connection.close()
+            connection.ensure_connection()
+            connection.connection.prepare_threshold = threshold
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = cursor.fetchone()[0]
+            held: list[claiming.Outcome] = []
+            done = 0
+            server, worker, t = _process_cpu(pid), time.process_time(), time.perf_counter()
+            while True:
+                result = claiming.claim_batch(**options, lock_lifetime=30, finish=held)
+                if not result.claimed:
+                    break
+                done += len(result.claimed)
+                held = [claiming.Outcome(j, r, finished_at=r.started_at) for j, r in result.claimed]
+            # (the last claim, which found nothing, wrote the last outcomes)
+            wall, worker = time.perf_counter() - t, time.process_time() - worker
+            after = _process_cpu(pid)
+            used = None if server is None or after is None else after - server
+            results[label].append((used, worker, wall))
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0) "
+                    "FROM pg_prepared_statements WHERE statement LIKE 'WITH claimed AS %%'"
+                )
+                counts[label] = cursor.fetchone()
+            if done != jobs:
+                raise RuntimeError(f"claimed {done} of {jobs} jobs")
+    connection.close()
+    for label, runs in results.items():
+        name = f"Plans, prepared statements {label}, passes of {batch}"
+        servers = [s for s, _, _ in runs if s is not None]
+        each = "n/a (the server is on another host)"
+        if servers:
+            each = " / ".join(f"{s / jobs * 1e6:.0f}" for s in servers) + " µs"
+        yield name, "server process CPU per job, each round", each
+        yield (
+            name,
+            "worker CPU per job, each round",
+            " / ".join(f"{w / jobs * 1e6:.0f}" for _, w, _ in runs) + " µs",
+        )
+        yield (
+            name,
+            "wall time per job, each round",
+            " / ".join(f"{t / jobs * 1e6:.0f}" for _, _, t in runs) + " µs",
+        )
+        generic, custom = counts[label]
+        yield name, "claims planned: generic / custom plans (last round)", f"{generic} / {custom}"
+
+
 def enqueue(single: int = 2000, bulk: int = 10_000) -> Iterator[Row]:
     """schedule() one at a time (autocommit), and schedule_many() in batches of 1,000."""
     from django_jobs import now, schedule_many
@@ -715,6 +793,7 @@ def main() -> None:
         "enqueue": enqueue,
         "isolation": isolation,
         "walmap": lambda: walmap(args.jobs, args.concurrency),
+        "plans": plans,
     }
     print("\n| workload | metric | value |\n|---|---|---|", flush=True)
     with quiet_logs():

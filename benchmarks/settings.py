@@ -1,8 +1,8 @@
 """Settings of the benchmark: its own database (BENCH_DATABASE_URL) and a bench app.
 
 Only what docs/deployment.md recommends for production is set: persistent connections with
-health checks (CONN_MAX_AGE, CONN_HEALTH_CHECKS), and on SQLite WAL with IMMEDIATE
-transactions. django_jobs logs at WARNING (see LOGGING below).
+health checks (CONN_MAX_AGE, CONN_HEALTH_CHECKS), on PostgreSQL prepared statements, and on
+SQLite WAL with IMMEDIATE transactions. django_jobs logs at WARNING (see LOGGING below).
 """
 
 import os
@@ -32,6 +32,11 @@ elif _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL",
     }
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg 3 on a direct connection: prepared statements, so the claim is planned once
+    # per connection (docs/deployment.md). BENCH_PREPARED=0 leaves them off, Django's default.
+    if os.environ.get("BENCH_PREPARED", "1") != "0":
+        _db["OPTIONS"] = {"prepare_threshold": 5}
 elif _db["ENGINE"] == "django.db.backends.mysql":
     _db["OPTIONS"] = {"charset": "utf8mb4", "isolation_level": "read committed"}
 DATABASES = {"default": _db}
