@@ -289,8 +289,17 @@ def _claimable_sql(connection: Any, request: _ClaimRequest) -> tuple[str, str, l
         params = list(cached)
     else:
         where, params = _where_sql(connection, _claimable_for(request))
-    order = f"{c['priority']} DESC, {c['next_run_at']}, {c['id']}"
-    return where, order, params
+    return where, _order_sql(c), params
+
+
+def _order_sql(c: dict[str, str], table: str = "") -> str:
+    """CLAIM_ORDER as SQL over the quoted columns `c`, of `table` ("c." say) if given."""
+    terms = []
+    for name in CLAIM_ORDER:
+        field = name.lstrip("-")
+        column = c[Job._meta.pk.name if field == "pk" else field]
+        terms.append(f"{table}{column}{' DESC' if name.startswith('-') else ''}")
+    return ", ".join(terms)
 
 
 @functools.lru_cache(maxsize=256)
@@ -378,7 +387,7 @@ def _postgresql_claim_sql(
     c = quoted_columns(Job, connection)
     job_table = qn(Job._meta.db_table)
     now = "STATEMENT_TIMESTAMP()"
-    where, order = _WHERE, f"{c['priority']} DESC, {c['next_run_at']}, {c['id']}"
+    where, order = _WHERE, _order_sql(c)
     job_fields = Job._meta.concrete_fields
     returning = ", ".join(f"j.{qn(f.column)}" for f in job_fields)
     assignments, _ = _assignments(c, _pg_lock_fields(request, c))
@@ -414,7 +423,7 @@ def _postgresql_claim_sql(
         f"RETURNING {r['id']}, {r['job']}, {r['started_at']}) "
         f"SELECT {selected}, r.{r['id']}, r.{r['started_at']} FROM claimed AS c "
         f"JOIN runs AS r ON r.{r['job']} = c.{c['id']}"
-        f" ORDER BY c.{c['priority']} DESC, c.{c['next_run_at']}, c.{c['id']}"
+        f" ORDER BY {_order_sql(c, 'c.')}"
     )
     before, rest = sql.split(_WHERE)
     between, after = rest.split(_LIMIT)
