@@ -161,8 +161,12 @@ def test_a_key_value_search_is_answered_by_the_data_index():
     Job.objects.create(name="record", data={"email": "bob@example.com"})
     found = search_jobs(Job.objects.all(), "email:ada@example.com", "default")
     assert list(found) == [wanted]
+    # On five rows any path is as cheap as another, and the planner's pick moves with the
+    # table's statistics (which other tests' ANALYZE leaves behind): take away the sequential
+    # scan and the ordered walk of the primary key, and ask whether the data index answers.
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_indexscan = off")
     plan = found.explain()
     assert "Bitmap Index Scan on django_jobs_data_gin" in plan, plan
 
