@@ -147,6 +147,9 @@ class Worker:
             threading.Thread(
                 target=self._heartbeat_loop, name="django_jobs-heartbeat", daemon=True
             ).start()
+            threading.Thread(
+                target=self._recovery_loop, name="django_jobs-recovery", daemon=True
+            ).start()
             if settings.NOTIFY and notify.supported(self.using):
                 self._listener = notify.ClaimListener(self.using, self.queues)
                 self._wake.open()
@@ -571,10 +574,11 @@ class Worker:
         connections.close_all()
 
     def beat(self) -> None:
-        """Mark this worker alive, extend its jobs' locks, recover jobs of dead workers."""
+        """Extend the locks of this worker's jobs, mark it alive, look for cancels.
+
+        Nothing else runs on this thread: recovery (_recovery_loop()) may wait for a row or
+        a loaded database, and must never hold back a lock's extension."""
         assert self._record is not None
-        if not claiming.heartbeat(self._record, self.expires_after):
-            self._register()  # presumed dead after a long pause: come back
         with self._writing:
             with self._lock:
                 entries = list(self._running.values())
@@ -589,7 +593,27 @@ class Worker:
                         self.worker_id,
                         pk,
                     )
+        if not claiming.heartbeat(self._record, self.expires_after):
+            self._register()  # presumed dead after a long pause: come back
         self.stop_cancelled()
+
+    def _recovery_loop(self) -> None:
+        """Take back the jobs of dead workers and delete their rows, once a heartbeat
+        interval, on a thread and connection of their own (see beat())."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self.recover()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                self._survive(exc, "recovering the jobs of dead workers", failures)
+                continue
+            self._stopping.wait(self.heartbeat_interval)
+        connections.close_all()
+
+    def recover(self) -> None:
+        """Recover the jobs whose lock expired; delete the rows of expired workers."""
         claiming.recover_stale(self.using)
         claiming.delete_dead_workers(using=self.using)
 
