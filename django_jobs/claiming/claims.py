@@ -470,8 +470,7 @@ def _pg_claim_statement(request: _ClaimRequest) -> tuple[str, list[Any]]:
             request.using, tuple(request.queues), tuple(request.exclude)
         )
     else:
-        group_where, _, group_params = _claimable_sql(connection, request)
-        where = _literal_where(connection, group_where, group_params)
+        where = _literal_where(connection, *_where_sql(connection, _claimable_for(request)))
     sql = f"{before}{where}{between}{int(request.limit)}{after}"
     c = quoted_columns(Job, connection)
     _, set_params = _assignments(c, _pg_lock_fields(request, c))
@@ -606,7 +605,18 @@ def _read_claimed(request: _ClaimRequest, ids: list[Any]) -> list[Job]:
 
 
 def _in_claim_order(jobs: list[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda j: (-j.priority, j.next_run_at or EARLIEST_TIME, j.pk))
+    """`jobs` sorted as CLAIM_ORDER sorts them in SQL (rows read back come in any order):
+    one stable sort per field, the last field first."""
+    ordered = list(jobs)
+    for name in reversed(CLAIM_ORDER):
+        key = functools.partial(_sort_value, name.lstrip("-"))
+        ordered.sort(key=key, reverse=name.startswith("-"))
+    return ordered
+
+
+def _sort_value(field: str, job: Job) -> Any:
+    value = getattr(job, field)
+    return EARLIEST_TIME if value is None else value  # only a time may be missing
 
 
 def _with_runs(jobs: list[Job], request: _ClaimRequest) -> list[tuple[Job, JobRun]]:
