@@ -145,6 +145,25 @@ def test_a_short_lock_is_kept_while_recovery_waits_for_a_row(start_worker):
     ]
     # Once the row is free, the same worker recovers it.
     wait_for(lambda: JobRun.objects.filter(job=dead, outcome=RunOutcome.ORPHANED).exists())
+    assert "was extended" not in worker.output(), "a healthy worker warned of a late extension"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_held_up_says_its_lock_was_extended_late(start_worker):
+    # What the chaos run could not tell: why a live worker lost a lock. A worker stopped
+    # (SIGSTOP) for most of a 1-second lock logs how late the extension came.
+    job = now("short-lock", {"seconds": 3})
+    worker = start_worker("--worker-id", "held-up", "--lock-lifetime", "9", "--max-jobs", "1")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
+    time.sleep(0.5)
+    worker.signal(signal.SIGSTOP)
+    time.sleep(0.8)
+    worker.signal(signal.SIGCONT)
+    assert worker.wait(timeout=60) == 0, worker.output()
+    output = worker.output()
+    assert f"the lock of job {job.pk} was extended" in output, output
+    assert "of its 1s lifetime" in output, output
 
 
 # Found 2: no time outside what every backend and Python can read back is stored

@@ -42,6 +42,8 @@ class Running:
     run: JobRun | None = None
     lock_lifetime: float = 30.0
     started: float = field(default_factory=time.monotonic)
+    # Monotonic time its lock was last set: by the claim, then by each extension sent.
+    lock_set: float = field(default_factory=time.monotonic)
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
     # Set once it is written, for a reporter that waits for that (signal receivers).
     recorded: threading.Event | None = None

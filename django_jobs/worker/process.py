@@ -55,6 +55,9 @@ DB_CLOCK_RESOLUTION = 0.001  # seconds
 # The heartbeat beats this many times within the shortest lock the worker holds, so one late
 # or failed beat never lets a lock lapse while its job runs.
 BEATS_PER_LOCK = 3
+# A lock extended later than this share of its lifetime after it was last set is logged: one
+# beat more than two periods late (see _warn_if_late()).
+LATE_EXTENSION = (BEATS_PER_LOCK - 1) / BEATS_PER_LOCK
 
 T = TypeVar("T")
 
@@ -206,7 +209,7 @@ class Worker:
         return False
 
     def _survive(self, exc: Exception, what: str, failures: int) -> None:
-        """Log an error of the claim loop, the heartbeat or start-up, and wait a back-off."""
+        """Log an error of the claim loop, the heartbeat, recovery or start-up; wait a back-off."""
         delay = backoff(failures)
         if isinstance(exc, DatabaseError):
             logger.warning(
@@ -585,17 +588,40 @@ class Worker:
             by_lifetime: dict[float, list[Job]] = {}
             for entry in entries:
                 by_lifetime.setdefault(entry.lock_lifetime, []).append(entry.job)
+            sent = time.monotonic()
+            lost: set[int] = set()
             for lifetime, jobs in by_lifetime.items():
-                lost = claiming.extend_locks(jobs, lifetime, using=self.using)
-                for pk in lost:
-                    logger.warning(
-                        "Worker %s lost the lock of job %s; its result will be discarded.",
-                        self.worker_id,
-                        pk,
-                    )
+                lost |= claiming.extend_locks(jobs, lifetime, using=self.using)
+            for pk in sorted(lost):
+                logger.warning(
+                    "Worker %s lost the lock of job %s; its result will be discarded.",
+                    self.worker_id,
+                    pk,
+                )
+        self._warn_if_late([entry for entry in entries if entry.job.pk not in lost], sent)
         if not claiming.heartbeat(self._record, self.expires_after):
             self._register()  # presumed dead after a long pause: come back
         self.stop_cancelled()
+
+    def _warn_if_late(self, extended: list[Running], sent: float) -> None:
+        """Warn when a lock was extended later than LATE_EXTENSION of its lifetime after it was
+        last set: a little later and it lapses, and another worker may run its job."""
+        late = max(extended, key=lambda e: (sent - e.lock_set) / e.lock_lifetime, default=None)
+        gap = 0.0 if late is None else sent - late.lock_set
+        for entry in extended:
+            entry.lock_set = sent
+        if late is not None and gap > LATE_EXTENSION * late.lock_lifetime:
+            logger.warning(
+                "Worker %s: the lock of job %s was extended %.2fs after it was last set, "
+                "%.0f%% of its %gs lifetime; past 100%% it lapses and another worker may run "
+                "the job. This worker or its database was held up (a loaded machine?); a "
+                "longer lock lifetime leaves more room.",
+                self.worker_id,
+                late.job.pk,
+                gap,
+                100 * gap / late.lock_lifetime,
+                late.lock_lifetime,
+            )
 
     def _recovery_loop(self) -> None:
         """Take back the jobs of dead workers and delete their rows, once a heartbeat

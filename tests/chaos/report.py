@@ -19,10 +19,12 @@ CHAOS_JOBS = ("chaos", "chaos-short-lock")  # the job names the script enqueues 
 LOG_PATTERNS = {
     "jobs recovered from a dead worker": r"Recovered job",
     "locks lost by a live worker": r"lost the lock of job",
-    "database errors in the claim loop": r"database error",
-    "heartbeat failures": r"heartbeat failed",
+    "locks extended late": r"was extended [\d.]+s after it was last set",
+    "database errors in the claim loop": r"database error while (?:claiming|waiting for jobs)",
+    "heartbeat failures": r"error while beating the heartbeat",
+    "recovery failures": r"error while recovering the jobs of dead workers",
     "'database is locked'": r"^(?!.*HINT).*database is locked",  # not the system check's hint
-    "outcomes not written": r"could not write a batch|Could not record the outcome",
+    "outcomes not written": r"Could not write a batch|Could not record the outcome",
     "tracebacks": r"^Traceback",
 }
 
