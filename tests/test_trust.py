@@ -69,12 +69,19 @@ def store_unreadable_data(job_id: int) -> None:
 # Found 1: a per-job lock shorter than the worker's is renewed in time
 
 
+def run_short_lock_job(start_worker, worker_id: str, seconds: float) -> tuple[Job, WorkerProcess]:
+    """A job with a 1-second lock of its own, running for `seconds` on a worker whose own
+    lock lifetime is 9 s and which stops after it."""
+    job = now("short-lock", {"seconds": seconds})
+    worker = start_worker("--worker-id", worker_id, "--lock-lifetime", "9", "--max-jobs", "1")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
+    return job, worker
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_short_per_job_lock_never_lapses_on_a_healthy_worker(start_worker):
-    job = now("short-lock", {"seconds": 7})
-    worker = start_worker("--worker-id", "healthy", "--lock-lifetime", "9", "--max-jobs", "1")
-    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
+    job, worker = run_short_lock_job(start_worker, "healthy", 7)
     # The job holds a 1-second lock; the worker's own lifetime is 9 s (a beat every 3 s
     # before the fix, each extending the lock by 1 s, so it lapsed for 2 s of every 3).
     deadline = time.monotonic() + 6.5
@@ -122,9 +129,7 @@ def test_a_short_lock_is_kept_while_recovery_waits_for_a_row(start_worker):
     holder.start()
     try:
         assert holding.wait(10)
-        job = now("short-lock", {"seconds": 5})
-        worker = start_worker("--worker-id", "waits", "--lock-lifetime", "9", "--max-jobs", "1")
-        wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
+        job, worker = run_short_lock_job(start_worker, "waits", 5)
         # The worker's recovery now waits for the stale row; its job's 1-second lock must
         # still be extended every third of a second.
         deadline = time.monotonic() + 4
@@ -153,9 +158,7 @@ def test_a_short_lock_is_kept_while_recovery_waits_for_a_row(start_worker):
 def test_a_worker_held_up_says_its_lock_was_extended_late(start_worker):
     # What the chaos run could not tell: why a live worker lost a lock. A worker stopped
     # (SIGSTOP) for most of a 1-second lock logs how late the extension came.
-    job = now("short-lock", {"seconds": 3})
-    worker = start_worker("--worker-id", "held-up", "--lock-lifetime", "9", "--max-jobs", "1")
-    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
+    job, worker = run_short_lock_job(start_worker, "held-up", 3)
     time.sleep(0.5)
     worker.signal(signal.SIGSTOP)
     time.sleep(0.8)
