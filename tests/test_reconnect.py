@@ -76,3 +76,27 @@ def test_the_listener_reconnects_and_an_idle_worker_still_wakes_at_once(start_wo
     time.sleep(0.5)  # let the worker fall asleep again
     job = now("record")
     wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).exists(), 20)
+
+
+@pytest.mark.skipif(
+    "direct" in settings.DATABASES,
+    reason="Through PgBouncer a kill between transactions never reaches the worker.",
+)
+def test_a_failed_beat_is_retried_after_the_back_off_not_a_period_later(start_worker):
+    # A 6-second lock is extended every 2 s. When a beat fails (its connection dropped), the
+    # next try comes after the 0.2 s back-off; it came a whole period later before, so two
+    # failures in a row let the lock lapse.
+    job = now("sleep", {"seconds": 10})
+    worker = start_worker("--worker-id", "beats", "--lock-lifetime", "6", "--max-jobs", "1")
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
+    time.sleep(2.5)  # a beat on a healthy connection
+    assert kill_other_connections() >= 1
+    before = Job.objects.get(pk=job.pk).locked_until
+    wait_for(lambda: Job.objects.get(pk=job.pk).locked_until != before, timeout=10)
+    after = Job.objects.get(pk=job.pk).locked_until
+    assert worker.wait(timeout=60) == 0, worker.output()
+    assert "error while beating the heartbeat" in worker.output(), worker.output()
+    # Both times are the database's: the last extension before the kill, and the first one
+    # after the failed beat: one period (2 s) and the back-off apart, not two periods (4 s).
+    gap = (after - before).total_seconds()
+    assert gap < 3.2, f"the lock was extended again {gap:.2f}s after the last extension"
