@@ -566,13 +566,15 @@ class Worker:
                 self._beat_wake.wait(wait)
                 self._beat_wake.clear()
                 continue
-            last = time.monotonic()
+            started = time.monotonic()
             try:
                 self.beat()
                 failures = 0
+                last = started
             except Exception as exc:
                 failures += 1
-                # Beat again soon, but not in a tight loop against a database that is down.
+                # The locks were not extended: beat again after the back-off (which keeps it
+                # from a tight loop against a database that is down), not a period later.
                 self._survive(exc, "beating the heartbeat", failures)
         connections.close_all()
 
