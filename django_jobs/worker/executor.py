@@ -42,8 +42,8 @@ class Running:
     run: JobRun | None = None
     lock_lifetime: float = 30.0
     started: float = field(default_factory=time.monotonic)
-    # Monotonic time its lock was last set: by the claim, then by each extension sent.
-    lock_set: float = field(default_factory=time.monotonic)
+    # Monotonic time its lock was last set: by the claim (`started`), then by each extension.
+    lock_set: float = field(init=False)
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
     # Set once it is written, for a reporter that waits for that (signal receivers).
     recorded: threading.Event | None = None
@@ -58,6 +58,7 @@ class Running:
 
     def __post_init__(self) -> None:
         self.key = (self.job.pk, self.job.lock_token or "")
+        self.lock_set = self.started
 
     def now(self) -> datetime | None:
         """The database's clock now: the claim's database time plus the time run since.

@@ -628,15 +628,7 @@ class Worker:
     def _recovery_loop(self) -> None:
         """Take back the jobs of dead workers and delete their rows, once a heartbeat
         interval, on a thread and connection of their own (see beat())."""
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                self.recover()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                self._survive(exc, "recovering the jobs of dead workers", failures)
-                continue
+        while self._retry_until_stopped(self.recover, "recovering the jobs of dead workers"):
             self._stopping.wait(self.heartbeat_interval)
         connections.close_all()
 
