@@ -273,24 +273,83 @@ def insert_job(model: type[Model], using: str, fields: dict[str, Any]) -> Model 
     due_at = fields.get("next_run_at")
     notify = wanted(using, due_at)
     if notify and _one_round_trip(connection):
-        # COMMIT inside a query string ends the implicit transaction of what came before
-        # it; the pg_notify() runs in a transaction of its own. If the INSERT fails,
-        # PostgreSQL skips the rest and rolls the INSERT back: nobody is woken.
-        sql = f"{sql}; COMMIT; SELECT pg_notify(%s, %s)"
-        with connection.wrap_database_errors, _notify_cursor()(connection.connection) as c:
-            c.execute(sql, [*params, CHANNEL, queue])
-            pk = c.fetchone()[0]
-            if c.notify_error:
-                # The job is stored; an idle worker finds it at its next poll instead.
-                logger.warning(
-                    "Could not notify workers of new jobs (%s); they will poll.", c.notify_error
-                )
+        with connection.wrap_database_errors:
+            pk, notify_error = _insert_and_notify(connection.connection, sql, params, queue)
+        if notify_error:
+            # The job is stored; an idle worker finds it at its next poll instead.
+            logger.warning(
+                "Could not notify workers of new jobs (%s); they will poll.", notify_error
+            )
     else:
         connection.validate_no_broken_transaction()
         pk = _execute_returning(connection, plan, sql, params)
         if notify:
             wake_workers(using, [queue], due_at=due_at)
     return plan.instance(using, [pk, *python])
+
+
+def _insert_and_notify(raw: Any, sql: str, params: list[Any], queue: str) -> tuple[Any, str]:
+    """The new row's primary key and the notify's error (""), from the INSERT `sql`, a
+    COMMIT and the NOTIFY sent as one query string.
+
+    With prepared statements on (OPTIONS["prepare_threshold"], a direct connection), the
+    INSERT is prepared on the server once per connection and the query string EXECUTEs it:
+    PostgreSQL then neither parses nor plans its 34 columns at each call. A query string of
+    several statements cannot be bound on the server, so this is the one way to have both.
+    """
+    import psycopg
+
+    name = _prepared(raw, sql)
+    if name is not None:
+        placeholders = ", ".join(["%s"] * len(params))
+        try:
+            return _send(raw, f"EXECUTE {name}({placeholders})", params, queue)
+        except psycopg.errors.InvalidSqlStatementName:
+            # Deallocated behind our back (DEALLOCATE ALL, DISCARD ALL): the EXECUTE failed
+            # first, so nothing was stored. Prepared again at the next call; this one sends
+            # the INSERT's text.
+            _PREPARED.pop(raw, None)
+    return _send(raw, sql, params, queue)
+
+
+def _send(raw: Any, insert: str, params: list[Any], queue: str) -> tuple[Any, str]:
+    # COMMIT inside a query string ends the implicit transaction of what came before it; the
+    # pg_notify() runs in a transaction of its own. If the INSERT fails, PostgreSQL skips the
+    # rest and rolls the INSERT back: nobody is woken.
+    with _notify_cursor()(raw) as c:
+        c.execute(f"{insert}; COMMIT; SELECT pg_notify(%s, %s)", [*params, CHANNEL, queue])
+        return c.fetchone()[0], c.notify_error
+
+
+# Per psycopg connection, the name of each INSERT prepared on it by its text; None where the
+# server refused a name (a pooler mixing sessions): that connection sends the text.
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[str, str] | None] = weakref.WeakKeyDictionary()
+
+
+def _prepared(raw: Any, sql: str) -> str | None:
+    """The name of the server-side statement of the INSERT `sql` on `raw`, prepared at its
+    first use; None where prepared statements are off (Django's default, for poolers)."""
+    if raw.prepare_threshold is None:
+        return None
+    names = _PREPARED.get(raw, {})
+    if names is None:
+        return None
+    name = names.get(sql)
+    if name is None:
+        import psycopg
+
+        name = f"django_jobs_insert_{len(names) + 1}"
+        numbers = iter(range(1, sql.count("%s") + 1))
+        # The text with $1, $2... for its placeholders, and a literal's doubled % as one.
+        text = re.sub(r"%%|%s", lambda m: "%" if m[0] == "%%" else f"${next(numbers)}", sql)
+        try:
+            raw.execute(f"PREPARE {name} AS {text}", prepare=False)
+        except psycopg.errors.DuplicatePreparedStatement:
+            _PREPARED[raw] = None
+            return None
+        names[sql] = name
+        _PREPARED[raw] = names
+    return name
 
 
 def _execute_returning(connection: Any, plan: _Plan, sql: str, params: Sequence[Any]) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from django.utils import timezone
 from django_jobs import inserting, now, schedule, schedule_many
 from django_jobs.models import Job
 from tests.test_notify import listening, postgresql_only  # noqa: F401  (a fixture)
+from tests.test_prepared_claims import prepared_statements
 
 # Set by the database or at the call, so never compared.
 MOVING = {"id", "created_at", "updated_at", "next_run_at"}
@@ -272,3 +275,92 @@ def test_in_autocommit_a_failed_notify_is_logged_and_the_stored_job_returned(mon
     assert Job.objects.filter(pk=job.pk).exists()
     assert "Could not notify workers of new jobs" in caplog.text
     assert not connection.in_atomic_block and Job.objects.count() == 1
+
+
+def server_statements() -> list[str]:
+    """The statements this session prepared with SQL PREPARE (not psycopg's own)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE from_sql ORDER BY name")
+        return [name for (name,) in cursor.fetchall()]
+
+
+@contextlib.contextmanager
+def prepared_inserts() -> Iterator[None]:
+    """Prepared statements on (as OPTIONS["prepare_threshold"]), and none left afterwards."""
+    with prepared_statements():
+        yield
+    inserting._PREPARED.pop(connection.connection, None)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_with_prepared_statements_the_insert_is_prepared_once_and_writes_the_orms_row(
+    listening,  # noqa: F811  (the fixture imported above)
+):
+    with prepared_inserts():
+        first = now("record", {"a": [1, 2.5, "é"]}, priority="high", lock_key="k", queue="50%s")
+        assert server_statements() == ["django_jobs_insert_1"]
+        second = now("record", {"it's": "50%s"}, queue="50%s")
+        assert server_statements() == ["django_jobs_insert_1"]  # not prepared again
+    assert listening(expect=2) == ["50%s", "50%s"]
+    assert stored(first) == orm_row(
+        name="record",
+        data={"a": [1, 2.5, "é"]},
+        priority=10,
+        lock_key="k",
+        limited=True,
+        max_attempts=first.max_attempts,
+        queue="50%s",
+    )
+    assert stored(second)["data"] == {"it's": "50%s"}
+    same_instance(first)
+    same_instance(second)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_insert_deallocated_behind_its_back_stores_the_job_once_and_comes_back():
+    with prepared_inserts():
+        now("record")
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")  # as a pooler's reset query would
+        job = now("record", {"n": 2})
+        assert Job.objects.filter(data={"n": 2}).count() == 1
+        same_instance(job)
+        now("record", {"n": 3})
+        assert server_statements() == ["django_jobs_insert_1"]  # prepared again
+    assert Job.objects.count() == 3
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_name_the_session_already_holds_turns_prepared_inserts_off_for_it():
+    with prepared_inserts():
+        with connection.cursor() as cursor:
+            cursor.execute("PREPARE django_jobs_insert_1 AS SELECT 1")  # not ours
+        job = now("record")
+        now("record")
+        same_instance(job)
+        assert inserting._PREPARED[connection.connection] is None
+    assert Job.objects.count() == 2
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_prepared_insert_raises_djangos_error_stores_nothing_and_sends_none(
+    listening,  # noqa: F811  (the fixture imported above)
+    monkeypatch,
+):
+    with prepared_inserts():
+        now("record")
+        assert listening() == ["default"]
+        monkeypatch.setattr(
+            Job._meta.get_field("name"), "get_db_prep_save", lambda v, connection: None
+        )
+        with pytest.raises(DatabaseError):
+            now("record", queue="failed")
+        monkeypatch.undo()
+        assert listening(timeout=0.3) == []
+        now("record")  # the connection is usable, the statement still prepared
+        assert server_statements() == ["django_jobs_insert_1"]
+    assert Job.objects.count() == 2
