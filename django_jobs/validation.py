@@ -156,6 +156,7 @@ MAX_LOCK_LIFETIME = 86400.0  # seconds (1 day) a claim holds without a heartbeat
 MAX_POLL_INTERVAL = 3600.0  # seconds an idle worker sleeps between looks for due jobs
 MAX_GRACE_PERIOD = 86400.0  # seconds running jobs get to finish after SIGTERM
 MAX_WORKER_CONCURRENCY = 1000  # threads of one worker process (runjobs --concurrency)
+MAX_CLAIM_AHEAD = 1000  # jobs claimed beyond a worker's free threads (CLAIM_AHEAD)
 MAX_WORKER_JOBS = 10**9  # runjobs --max-jobs
 MAX_PROCESSES = 256  # runjobs --processes
 MAX_STALE_WORKER_AFTER = 3 * MAX_LOCK_LIFETIME  # seconds (3 days) without a heartbeat
@@ -236,6 +237,7 @@ LOCK_LIFETIME = Bound(MIN_LOCK_LIFETIME, MAX_LOCK_LIFETIME, unit="seconds")
 POLL_INTERVAL = Bound(0, MAX_POLL_INTERVAL, low_open=True, unit="seconds")
 GRACE_PERIOD = Bound(0, MAX_GRACE_PERIOD, unit="seconds")
 WORKER_CONCURRENCY = Bound(1, MAX_WORKER_CONCURRENCY, whole=True)
+CLAIM_AHEAD = Bound(0, MAX_CLAIM_AHEAD, whole=True)
 WORKER_JOBS = Bound(1, MAX_WORKER_JOBS, whole=True)
 PROCESSES = Bound(1, MAX_PROCESSES, whole=True)
 HEARTBEAT_INTERVAL = Bound(0, MAX_LOCK_LIFETIME, low_open=True, unit="seconds")
@@ -260,6 +262,7 @@ TIMEOUT = Bound(0, MAX_TIMEOUT, low_open=True, unit="seconds")
 SETTINGS_BOUNDS: dict[str, Bound] = {
     "POLL_INTERVAL": POLL_INTERVAL,
     "CONCURRENCY": WORKER_CONCURRENCY,
+    "CLAIM_AHEAD": CLAIM_AHEAD,
     "LOCK_LIFETIME": LOCK_LIFETIME,
     "HEARTBEAT_INTERVAL": HEARTBEAT_INTERVAL,  # None: a third of LOCK_LIFETIME
     "GRACE_PERIOD": GRACE_PERIOD,

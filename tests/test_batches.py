@@ -359,3 +359,79 @@ def test_the_heartbeat_never_waits_for_a_limited_claim_that_waits_for_its_group(
         holder.join(30)
         loop.join(30)
     assert [job.pk for job in started] == [waiting.pk]
+
+
+# Claiming ahead (CLAIM_AHEAD): only while the worker's jobs are quick.
+
+
+def _two_passes(worker) -> int:
+    """The jobs the worker holds after two passes of its claim loop: on PostgreSQL the first
+    claim rides with the outcomes' write, so it is made before those runs are judged."""
+    worker._write_and_claim()
+    worker._write_and_claim()
+    return len(worker._running)
+
+
+def _ended_after(seconds: float):
+    def ended(worker) -> None:
+        for entry in worker._running.values():
+            entry.ended = entry.started + seconds
+
+    return ended
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_quick_runs_a_worker_claims_ahead_of_its_free_threads():
+    due(), due()
+    worker = _worker_with_ended(2)
+    _ended_after(0.001)(worker)
+    worker.claim_ahead = 3
+    for _ in range(10):
+        due()
+    assert _two_passes(worker) == 2 + 3
+    assert len(worker._pool.items) == 5  # handed to the pool, whose queue holds them
+
+
+@pytest.mark.parametrize(
+    ("ahead", "run_took"),
+    [(0, 0.001), (3, 0.5)],
+    ids=["turned off", "the runs written last were long"],
+)
+@pytest.mark.django_db(transaction=True)
+def test_no_claim_ahead_when_turned_off_or_after_a_long_run(ahead, run_took):
+    due(), due()
+    worker = _worker_with_ended(2)
+    _ended_after(run_took)(worker)
+    worker.claim_ahead = ahead
+    for _ in range(10):
+        due()
+    assert _two_passes(worker) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_claim_ahead_while_a_run_is_older_than_a_quick_one():
+    import time
+
+    from django_jobs.worker import process
+
+    due(), due()
+    worker = _worker_with_ended(2)
+    _ended_after(0.001)(worker)
+    worker.claim_ahead = 3
+    for _ in range(10):
+        due()
+    worker._write_and_claim()
+    worker._write_and_claim()  # now it knows its runs are quick, and claims ahead
+    held = len(worker._running)
+    assert held == 5
+    # One of its jobs has run for longer than a quick run: nothing more is claimed ahead,
+    # even once the others end (a job claimed now might wait behind the long one).
+    oldest, *others = worker._running.values()
+    oldest.started = time.monotonic() - process.QUICK_RUN - 0.01
+    for entry in others:
+        entry.outcome = Outcome(entry.job, entry.run, result=None, finished_at=None)
+        entry.ended = entry.started + 0.001
+        worker._outbox.put(entry)
+    worker._write_and_claim()
+    worker._write_and_claim()
+    assert len(worker._running) == 2  # the long one and one for the free thread

@@ -68,6 +68,9 @@ def test_unknown_key():
         ("DEFAULT_MAX_ATTEMPTS", 2.5),
         ("BACKOFF_JITTER", 1.5),
         ("BACKOFF_JITTER", -0.1),
+        ("CLAIM_AHEAD", -1),
+        ("CLAIM_AHEAD", 2.5),
+        ("CLAIM_AHEAD", 1001),
     ],
 )
 def test_bad_numbers(key, value):
@@ -87,6 +90,8 @@ def test_bad_numbers(key, value):
         {"HEARTBEAT_INTERVAL": 2, "STALE_WORKER_AFTER": 60.0},
         {"DEFAULT_MAX_ATTEMPTS": 1, "BACKOFF_JITTER": 0, "BACKOFF_BASE": 0.5},
         {"DEFAULT_QUEUE": "background", "DATABASE": "default"},
+        {"CLAIM_AHEAD": 0},
+        {"CLAIM_AHEAD": 1000},
     ],
 )
 def test_good_values(value):

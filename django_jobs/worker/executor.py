@@ -45,6 +45,7 @@ class Running:
     # Monotonic time its lock was last set: by the claim (`started`), then by each extension.
     lock_set: float = field(init=False)
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
+    ended: float | None = None  # monotonic time the outcome was handed on
     # Set once it is written, for a reporter that waits for that (signal receivers).
     recorded: threading.Event | None = None
     retrying: bool = False  # a failed attempt that will run again (for the worker's summary)

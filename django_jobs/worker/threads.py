@@ -23,6 +23,8 @@ class JobThreads(Generic[T]):
         self._name = name
         self._items: queue.SimpleQueue[T | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._gate = threading.Lock()  # a thread takes it to start an item; close() to close
+        self._closed = False
 
     def submit(self, item: T, in_flight: int) -> None:
         """Hand `item` to a thread; `in_flight` is how many submitted items have not ended,
@@ -38,9 +40,16 @@ class JobThreads(Generic[T]):
     def _serve(self) -> None:
         while True:
             item = self._items.get()
-            if item is None:
-                return
+            with self._gate:
+                if item is None or self._closed:
+                    return
             self._run(item)
+
+    def close(self) -> None:
+        """Start nothing more: once this returns, no thread starts an item still queued (the
+        caller hands their jobs back). Items already started run on."""
+        with self._gate:
+            self._closed = True
 
     def shutdown(self) -> None:
         """Let each thread finish what it runs and the items queued before, then end it."""

@@ -1,0 +1,37 @@
+"""The worker's job threads (worker/threads.py): what close() promises the shutdown."""
+
+from __future__ import annotations
+
+import threading
+
+from django_jobs.worker.threads import JobThreads
+
+
+def test_after_close_no_queued_item_starts_and_the_running_one_ends():
+    release = threading.Event()
+    ran: list[str] = []
+
+    def run(item: str) -> None:
+        ran.append(item)
+        if item == "long":
+            release.wait(5)
+
+    threads = JobThreads(1, run, "test")
+    threads.submit("long", 1)
+    for n, item in enumerate(["ahead-1", "ahead-2"], start=2):
+        threads.submit(item, n)  # claimed ahead: they wait for the one thread
+    while not ran:
+        pass
+    threads.close()  # the worker is about to hand the queued jobs back
+    release.set()
+    threads.shutdown()
+    assert ran == ["long"]
+
+
+def test_without_close_the_queued_items_run_in_order():
+    ran: list[int] = []
+    threads = JobThreads(2, ran.append, "test")
+    for n in range(1, 6):
+        threads.submit(n, n)
+    threads.shutdown()
+    assert sorted(ran) == [1, 2, 3, 4, 5]
