@@ -372,22 +372,22 @@ def _two_passes(worker) -> int:
     return len(worker._running)
 
 
-def _ended_after(seconds: float):
-    def ended(worker) -> None:
-        for entry in worker._running.values():
-            entry.ended = entry.started + seconds
-
-    return ended
+def _worker_ahead(ahead: int, runs_took: float):
+    """A Worker of 2 threads whose 2 claimed runs ended `runs_took` seconds after their
+    claim and wait to be written, `ahead` its CLAIM_AHEAD, and 10 more jobs due."""
+    due(), due()
+    worker = _worker_with_ended(2)
+    for entry in worker._running.values():
+        entry.ended = entry.started + runs_took
+    worker.claim_ahead = ahead
+    for _ in range(10):
+        due()
+    return worker
 
 
 @pytest.mark.django_db(transaction=True)
 def test_after_quick_runs_a_worker_claims_ahead_of_its_free_threads():
-    due(), due()
-    worker = _worker_with_ended(2)
-    _ended_after(0.001)(worker)
-    worker.claim_ahead = 3
-    for _ in range(10):
-        due()
+    worker = _worker_ahead(3, runs_took=0.001)
     assert _two_passes(worker) == 2 + 3
     assert len(worker._pool.items) == 5  # handed to the pool, whose queue holds them
 
@@ -399,12 +399,7 @@ def test_after_quick_runs_a_worker_claims_ahead_of_its_free_threads():
 )
 @pytest.mark.django_db(transaction=True)
 def test_no_claim_ahead_when_turned_off_or_after_a_long_run(ahead, run_took):
-    due(), due()
-    worker = _worker_with_ended(2)
-    _ended_after(run_took)(worker)
-    worker.claim_ahead = ahead
-    for _ in range(10):
-        due()
+    worker = _worker_ahead(ahead, runs_took=run_took)
     assert _two_passes(worker) == 2
 
 
@@ -414,12 +409,7 @@ def test_no_claim_ahead_while_a_run_is_older_than_a_quick_one():
 
     from django_jobs.worker import process
 
-    due(), due()
-    worker = _worker_with_ended(2)
-    _ended_after(0.001)(worker)
-    worker.claim_ahead = 3
-    for _ in range(10):
-        due()
+    worker = _worker_ahead(3, runs_took=0.001)
     worker._write_and_claim()
     worker._write_and_claim()  # now it knows its runs are quick, and claims ahead
     held = len(worker._running)
