@@ -299,11 +299,10 @@ def _insert_and_notify(raw: Any, sql: str, params: list[Any], queue: str) -> tup
     """
     import psycopg
 
-    name = _prepared(raw, sql)
-    if name is not None:
-        placeholders = ", ".join(["%s"] * len(params))
+    execute = _prepared(raw, sql)
+    if execute is not None:
         try:
-            return _send(raw, f"EXECUTE {name}({placeholders})", params, queue)
+            return _send(raw, execute, params, queue)
         except psycopg.errors.InvalidSqlStatementName:
             # Deallocated behind our back (DEALLOCATE ALL, DISCARD ALL): the EXECUTE failed
             # first, so nothing was stored. Prepared again at the next call; this one sends
@@ -321,25 +320,28 @@ def _send(raw: Any, insert: str, params: list[Any], queue: str) -> tuple[Any, st
         return c.fetchone()[0], c.notify_error
 
 
-# Per psycopg connection, the name of each INSERT prepared on it by its text; None where the
-# server refused a name (a pooler mixing sessions): that connection sends the text.
+# Per psycopg connection, the EXECUTE of each INSERT prepared on it, by the INSERT's text;
+# None where the server refused a name (a pooler mixing sessions): that connection sends the
+# text.
 _PREPARED: weakref.WeakKeyDictionary[Any, dict[str, str] | None] = weakref.WeakKeyDictionary()
 
 
 def _prepared(raw: Any, sql: str) -> str | None:
-    """The name of the server-side statement of the INSERT `sql` on `raw`, prepared at its
-    first use; None where prepared statements are off (Django's default, for poolers)."""
+    """The EXECUTE (same placeholders) of the server-side statement of the INSERT `sql` on
+    `raw`, prepared at its first use; None where prepared statements are off (Django's
+    default, for poolers)."""
     if raw.prepare_threshold is None:
         return None
-    names = _PREPARED.get(raw, {})
-    if names is None:
+    executes = _PREPARED.get(raw, {})
+    if executes is None:
         return None
-    name = names.get(sql)
-    if name is None:
+    execute = executes.get(sql)
+    if execute is None:
         import psycopg
 
-        name = f"django_jobs_insert_{len(names) + 1}"
-        numbers = iter(range(1, sql.count("%s") + 1))
+        name = f"django_jobs_insert_{len(executes) + 1}"
+        count = re.findall(r"%%|%s", sql).count("%s")  # placeholders, not a literal's %%
+        numbers = iter(range(1, count + 1))
         # The text with $1, $2... for its placeholders, and a literal's doubled % as one.
         text = re.sub(r"%%|%s", lambda m: "%" if m[0] == "%%" else f"${next(numbers)}", sql)
         try:
@@ -347,9 +349,9 @@ def _prepared(raw: Any, sql: str) -> str | None:
         except psycopg.errors.DuplicatePreparedStatement:
             _PREPARED[raw] = None
             return None
-        names[sql] = name
-        _PREPARED[raw] = names
-    return name
+        execute = executes[sql] = f"EXECUTE {name}({', '.join(['%s'] * count)})"
+        _PREPARED[raw] = executes
+    return execute
 
 
 def _execute_returning(connection: Any, plan: _Plan, sql: str, params: Sequence[Any]) -> Any:
