@@ -404,6 +404,56 @@ def test_no_claim_ahead_when_turned_off_or_after_a_long_run(ahead, run_took):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_jobs_claimed_ahead_are_handed_back_when_every_thread_runs_long(start_worker, tmp_path):
+    """A job claimed ahead waits for a free thread. When every thread turns out to run a long
+    job, the jobs still waiting are handed back for other workers, not held behind it."""
+    from django.db import transaction
+
+    from django_jobs import now
+
+    from .conftest import wait_for
+
+    lines = tmp_path / "runs.txt"
+    quick = {"path": str(lines)}
+    first = start_worker("--concurrency", "1", "--worker-id", "first", "--lock-lifetime", "30")
+    warm_up = [now("append-line", quick).pk for _ in range(2)]
+
+    def warmed_up() -> bool:  # written: the worker now knows its runs are quick
+        return Job.objects.filter(pk__in=warm_up, state=JobState.SUCCEEDED).count() == 2
+
+    wait_for(warmed_up)
+    with transaction.atomic():  # one commit: claimed in one pass, the long one first
+        long = now("append-line", {**quick, "seconds": 6}, priority=10)
+        waiting = [now("append-line", quick).pk for _ in range(4)]
+
+    def long_started() -> bool:
+        return Job.objects.filter(pk=long.pk, state=JobState.RUNNING).exists()
+
+    def handed_back() -> bool:
+        back = Job.objects.filter(
+            pk__in=waiting, state=JobState.SCHEDULED, locked_by=None, attempts=0
+        )
+        runs = JobRun.objects.filter(job_id__in=waiting)
+        return back.count() == len(waiting) and not runs.exists()
+
+    wait_for(long_started)
+    wait_for(handed_back, timeout=3)  # before: they waited the long job's 6 seconds
+    assert "handed back" in first.output()
+    start_worker("--concurrency", "2", "--worker-id", "second")
+
+    def all_ran() -> bool:
+        return Job.objects.filter(pk__in=[long.pk, *waiting], state=JobState.SUCCEEDED).count() == 5
+
+    wait_for(all_ran, timeout=30)
+    counts = [line.split()[0] for line in lines.read_text().splitlines()]
+    assert sorted(counts) == sorted(str(pk) for pk in [*warm_up, long.pk, *waiting])
+    assert JobRun.objects.get(job_id=long.pk).worker_id == "first"
+    assert set(JobRun.objects.filter(job_id__in=waiting).values_list("worker_id", flat=True)) == {
+        "second"
+    }
+
+
+@pytest.mark.django_db(transaction=True)
 def test_no_claim_ahead_while_a_run_is_older_than_a_quick_one():
     import time
 

@@ -35,3 +35,28 @@ def test_without_close_the_queued_items_run_in_order():
         threads.submit(n, n)
     threads.shutdown()
     assert sorted(ran) == [1, 2, 3, 4, 5]
+
+
+def test_withdraw_takes_the_queued_items_and_none_of_them_starts():
+    release = threading.Event()
+    ran: list[str] = []
+
+    def run(item: str) -> None:
+        ran.append(item)
+        if item == "long":
+            release.wait(5)
+
+    threads = JobThreads(1, run, "test")
+    threads.submit("long", 1)
+    for n, item in enumerate(["ahead-1", "ahead-2"], start=2):
+        threads.submit(item, n)
+    while not ran:
+        pass
+    assert threads.waiting() == 2
+    # The worker hands the jobs claimed ahead back: the pool gives them up, in their order.
+    assert threads.withdraw() == ["ahead-1", "ahead-2"]
+    assert threads.waiting() == 0 and threads.withdraw() == []
+    threads.submit("after", 2)  # the threads carry on with what comes next
+    release.set()
+    threads.shutdown()
+    assert ran == ["long", "after"]

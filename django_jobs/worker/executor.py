@@ -45,6 +45,7 @@ class Running:
     # Monotonic time its lock was last set: by the claim (`started`), then by each extension.
     lock_set: float = field(init=False)
     outcome: claiming.Outcome | None = None  # set when the job is over, until it is written
+    begun: float | None = None  # monotonic time a thread began to run it
     ended: float | None = None  # monotonic time the outcome was handed on
     # Set once it is written, for a reporter that waits for that (signal receivers).
     recorded: threading.Event | None = None
@@ -103,6 +104,7 @@ def execute(entry: Running, report: Report) -> None:
     included, since a job runs on a pool thread where neither can stop the worker (Ctrl-C
     reaches the worker through its signal handler on the main thread, never through a job).
     """
+    entry.begun = time.monotonic()
     close_old_connections()
     job, run = entry.job, entry.run
     entry.watch = instruments.watch(job, entry.started)

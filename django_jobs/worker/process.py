@@ -317,6 +317,9 @@ class Worker:
                 continue
             idle_checks = 0
             try:
+                look_again = self._hand_back_waiting()
+                if look_again is not None:
+                    sleep = min(sleep, look_again)
                 self._sleep(sleep, full=busy >= self.concurrency)
             except Exception as exc:
                 # The connection was lost while idle: the next claim reconnects (or backs off).
@@ -454,6 +457,50 @@ class Worker:
             if entry.outcome is None and now - entry.started >= QUICK_RUN:
                 return 0  # a long run: a job claimed now might wait behind it
         return self.claim_ahead
+
+    def _hand_back_waiting(self) -> float | None:
+        """Hand back the jobs claimed ahead that still wait for a thread once every thread
+        runs a job that has turned out long (QUICK_RUN): another worker may be free.
+
+        Returns the seconds until that may be so, or None when no job waits behind a full
+        set of threads. A job handed back is due at once, its attempt not counted and its
+        run row deleted: it never started."""
+        pool = self._pool
+        if pool is None or not pool.waiting():
+            return None
+        now = time.monotonic()
+        with self._lock:
+            begun = [
+                entry.begun
+                for entry in self._running.values()
+                if entry.begun is not None and entry.outcome is None
+            ]
+        if len(begun) < self.concurrency:
+            return None  # a thread is free, or about to be: the waiting jobs start now
+        youngest = max(begun)
+        if now - youngest < QUICK_RUN:
+            return youngest + QUICK_RUN - now
+        # Under the heartbeat's lock: it never extends (and reports lost) a lock given up here.
+        with self._writing:
+            waiting = pool.withdraw()
+            with self._lock:
+                for entry in waiting:
+                    self._running.pop(entry.key, None)
+        self._quick = False
+        for entry in waiting:
+            self.claimed_count -= 1
+            try:
+                claiming.release(entry.job, entry.run, reason="", discard_run=True)
+            except Exception:
+                logger.exception("Could not hand job %s back; its lock will expire.", entry.job)
+        if waiting:
+            logger.info(
+                "Worker %s: every thread runs a long job; %d jobs claimed ahead were handed "
+                "back for other workers.",
+                self.worker_id,
+                len(waiting),
+            )
+        return None
 
     def _start(self, result: claiming.ClaimResult) -> list[Job]:
         """Hand the claimed jobs to the threads."""

@@ -25,10 +25,15 @@ class JobThreads(Generic[T]):
         self._threads: list[threading.Thread] = []
         self._gate = threading.Lock()  # a thread takes it to start an item; close() to close
         self._closed = False
+        # The submitted items no thread has started yet, by id() (the queue keeps each alive,
+        # so no two share one); withdraw() takes them back.
+        self._waiting: dict[int, T] = {}
 
     def submit(self, item: T, in_flight: int) -> None:
         """Hand `item` to a thread; `in_flight` is how many submitted items have not ended,
         this one included: the threads grow to that number, up to `size`."""
+        with self._gate:
+            self._waiting[id(item)] = item
         self._items.put(item)
         if len(self._threads) < min(self._size, in_flight):
             thread = threading.Thread(
@@ -43,7 +48,21 @@ class JobThreads(Generic[T]):
             with self._gate:
                 if item is None or self._closed:
                     return
+                if self._waiting.pop(id(item), None) is None:
+                    continue  # withdrawn: the worker handed its job back
             self._run(item)
+
+    def waiting(self) -> int:
+        """How many submitted items wait for a thread."""
+        return len(self._waiting)
+
+    def withdraw(self) -> list[T]:
+        """The submitted items no thread has started, in the order submitted; none of them
+        will start (the caller hands their jobs back)."""
+        with self._gate:
+            items = list(self._waiting.values())
+            self._waiting.clear()
+        return items
 
     def close(self) -> None:
         """Start nothing more: once this returns, no thread starts an item still queued (the
