@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from django_jobs import now, schedule
@@ -259,11 +259,44 @@ def test_extend_locks_pushes_the_expiry_back():
     for job in jobs:
         expire(job)
     assert Job.objects.stale().count() == 2
-    assert extend_locks(jobs, 60) == set()
+    assert extend_locks(jobs, 60) == (set(), set())
     assert not Job.objects.stale().exists()
     for row in Job.objects.all():
         assert row.locked_until > db_time() + timedelta(seconds=50)
-    assert extend_locks([], 60) == set()
+    assert extend_locks([], 60) == (set(), set())
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has no row locks.")
+@pytest.mark.django_db(transaction=True)
+def test_extend_locks_skips_a_row_another_transaction_holds_and_extends_the_others():
+    due(), due()
+    held_job, free_job = claim_jobs(lock_lifetime=5)
+    for job in (held_job, free_job):
+        expire(job)
+    holding, release_row = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=held_job.pk)
+                holding.set()
+                release_row.wait(30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        # It returns at once: the held row is left for the next beat, neither extended nor
+        # lost; the other is extended.
+        assert extend_locks([held_job, free_job], 60) == (set(), {held_job.pk})
+        assert list(Job.objects.stale().values_list("pk", flat=True)) == [held_job.pk]
+    finally:
+        release_row.set()
+        holder.join(30)
+    assert extend_locks([held_job, free_job], 60) == (set(), set())
+    assert not Job.objects.stale().exists()
 
 
 @pytest.mark.django_db
@@ -296,11 +329,11 @@ def test_an_owner_that_lost_its_lock_writes_nothing():
     assert finish(old, old_run, result={"stale": True}) is False
     assert finish(old, old_run, failure=Failure("late failure"), retry_delay=timedelta(0)) is False
     assert old.set_progress(0.9, "from the past") is False
-    assert extend_locks([old], 3600) == {old.pk}
+    assert extend_locks([old], 3600).lost == {old.pk}
     assert release(old, old_run, reason="old worker stopping") is False
     assert snapshot() == before
     # A heartbeat holding both extends only the lock it still owns.
-    assert extend_locks([old, new], LOCK) == {old.pk}
+    assert extend_locks([old, new], LOCK) == ({old.pk}, set())
     # The old run stays as recovery recorded it.
     old_run.refresh_from_db()
     assert old_run.outcome == RunOutcome.ORPHANED

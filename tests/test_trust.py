@@ -156,6 +156,54 @@ def test_a_short_lock_is_kept_while_recovery_waits_for_a_row(start_worker):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_a_short_lock_is_kept_while_an_outcome_waits_for_its_row(start_worker, tmp_path):
+    # Another transaction (an admin action, a project's select_for_update()) holds the row
+    # of a job that has just ended, so the worker's write of that outcome waits. The locks
+    # of its other running jobs must still be extended: they wait for nothing.
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no row locks: one writer waits for the whole database.")
+    short = now("short-lock", {"seconds": 6})
+    ending = now("append-line", {"path": str(tmp_path / "ran.txt"), "seconds": 1.5})
+    worker = start_worker("--worker-id", "held", "--lock-lifetime", "9", "--concurrency", "2")
+    wait_for(lambda: Job.objects.filter(state=JobState.RUNNING).count() == 2)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_ending_row() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=ending.pk)
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_ending_row)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        # The job ends about a second from now and its outcome then waits for the row; the
+        # short job's 1-second lock must be extended every third of a second all along.
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert not Job.objects.stale().filter(pk=short.pk).exists(), (
+                f"the running job's lock lapsed while an outcome waited:\n{worker.output()}"
+            )
+            time.sleep(0.1)
+        assert (tmp_path / "ran.txt").exists()  # it did end, and its outcome waited
+    finally:
+        release.set()
+        holder.join()
+    wait_for(lambda: Job.objects.filter(state=JobState.SUCCEEDED).count() == 2, timeout=30)
+    output = worker.output()
+    assert "lost the lock" not in output, output
+    assert "was extended" not in output, "a healthy worker warned of a late extension"
+    for job in (short, ending):
+        outcomes = list(JobRun.objects.filter(job=job).values_list("outcome", flat=True))
+        assert outcomes == [RunOutcome.SUCCEEDED]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_held_up_says_its_lock_was_extended_late(start_worker):
     # What the chaos run could not tell: why a live worker lost a lock. A worker stopped
     # (SIGSTOP) for most of a 1-second lock logs how late the extension came.

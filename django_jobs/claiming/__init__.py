@@ -25,6 +25,7 @@ from .outcomes import (
     rides_with_claim,
 )
 from .recovery import (
+    Extension,
     cancel_requests,
     delete_dead_workers,
     extend_locks,
@@ -35,6 +36,7 @@ from .recovery import (
 __all__ = [
     "CLAIM_ORDER",
     "ClaimResult",
+    "Extension",
     "Failure",
     "Finishing",
     "Outcome",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import NamedTuple
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.db.models import F
 
 from ..db import DbNow, db_now_plus, write_transaction
@@ -16,19 +17,55 @@ from .sql import database_now
 logger = logging.getLogger(__name__)
 
 
-def extend_locks(jobs: Iterable[Job], lock_lifetime: float, using: str = "default") -> set[int]:
-    """Push back the lock expiry of jobs this worker runs; returns the ids whose lock was lost."""
+class Extension(NamedTuple):
+    """What extend_locks() did: the ids whose lock was lost, and those another transaction
+    held, left for the next beat (neither extended nor lost)."""
+
+    lost: set[int]
+    held: set[int]
+
+
+def extend_locks(jobs: Iterable[Job], lock_lifetime: float, using: str = "default") -> Extension:
+    """Push back the lock expiry of jobs this worker runs.
+
+    It never waits for a row: one that another transaction holds (this worker's own outcome
+    write, an admin action, a project's select_for_update()) is skipped (SKIP LOCKED) and
+    left for the next beat, so one held row cannot hold back the locks of all the others,
+    and two writers can never deadlock on them. SQLite has no row locks: there, a writer
+    waits for the database as a whole, as every other statement does.
+    """
     jobs = list(jobs)
     if not jobs:
-        return set()
+        return Extension(set(), set())
     rows = Job.objects.using(using).filter(held_by(jobs), state=JobState.RUNNING)
-    touched = rows.update(locked_until=db_now_plus(lock_lifetime))
-    if touched == len(jobs):
-        return set()
+    until = db_now_plus(lock_lifetime)
+    if not connections[using].features.has_select_for_update_skip_locked:
+        if rows.update(locked_until=until) == len(jobs):
+            return Extension(set(), set())
+        kept = set(rows.values_list("pk", "lock_token"))
+        return Extension({job.pk for job in jobs if (job.pk, job.lock_token) not in kept}, set())
+    with write_transaction(using):
+        free = rows.select_for_update(skip_locked=True).order_by("pk")
+        kept = set(free.values_list("pk", "lock_token"))
+        if kept:
+            Job.objects.using(using).filter(pk__in={pk for pk, _ in kept}).update(
+                locked_until=until
+            )
+    if len(kept) == len(jobs):
+        return Extension(set(), set())
     # Match on the token too: after a long pause this worker may hold a row twice, under its
-    # old claim (lost) and a new one.
-    kept = set(rows.values_list("pk", "lock_token"))
-    return {job.pk for job in jobs if (job.pk, job.lock_token) not in kept}
+    # old claim (lost) and a new one. What was not locked is lost, or held by another
+    # transaction: its committed row still names this claim.
+    missing = [job for job in jobs if (job.pk, job.lock_token) not in kept]
+    still = set(
+        Job.objects.using(using)
+        .filter(held_by(missing), state=JobState.RUNNING)
+        .values_list("pk", "lock_token")
+    )
+    return Extension(
+        {job.pk for job in missing if (job.pk, job.lock_token) not in still},
+        {job.pk for job in missing if (job.pk, job.lock_token) in still},
+    )
 
 
 # The columns recovery reads: never the data or the result, which a bad row may hold in a

@@ -18,13 +18,10 @@ logger = logging.getLogger("django_jobs.worker")
 class Outbox:
     """Ended runs waiting to be written in one transaction by finish_many()."""
 
-    def __init__(self, using: str, writing: threading.Lock) -> None:
+    def __init__(self, using: str) -> None:
         self.using = using
         self._pending: list[Running] = []
         self._lock = threading.Lock()
-        # Shared with the heartbeat: it never extends (and reports lost) the lock of a job
-        # whose outcome is being written.
-        self._writing = writing
 
     def put(self, entry: Running) -> None:
         with self._lock:
@@ -52,19 +49,18 @@ class Outbox:
             return
         if finish is None:
             finish = functools.partial(claiming.finish_many, using=self.using)
-        with self._writing:
-            try:
-                finish([entry.outcome for entry in batch if entry.outcome])
-            except (OperationalError, InterfaceError):
-                self._put_back(batch)  # written after the reconnection
-                raise
-            except Exception:
-                # One outcome the database refuses (a DataError, say) must not hold back the
-                # others: write them one by one.
-                logger.exception("Could not write a batch of %d outcomes.", len(batch))
-                self._write_one_by_one(batch, written)
-                return
-            written(batch)
+        try:
+            finish([entry.outcome for entry in batch if entry.outcome])
+        except (OperationalError, InterfaceError):
+            self._put_back(batch)  # written after the reconnection
+            raise
+        except Exception:
+            # One outcome the database refuses (a DataError, say) must not hold back the
+            # others: write them one by one.
+            logger.exception("Could not write a batch of %d outcomes.", len(batch))
+            self._write_one_by_one(batch, written)
+            return
+        written(batch)
 
     def _put_back(self, entries: list[Running]) -> None:
         with self._lock:

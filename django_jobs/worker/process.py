@@ -118,10 +118,7 @@ class Worker:
         self.claimed_count = 0
         self._tally = report.Tally(self.worker_id)
         self._running: dict[tuple[int, str], Running] = {}
-        # Held while outcomes are written and while locks are extended, so the heartbeat
-        # never extends (and reports lost) the lock of a job whose outcome was just written.
-        self._writing = threading.Lock()
-        self._outbox = Outbox(self.using, self._writing)
+        self._outbox = Outbox(self.using)
         self._listener: notify.ClaimListener | None = None
         self._lock = threading.Lock()
         self._wake = notify.Wakeup()
@@ -393,10 +390,10 @@ class Worker:
         """Write the runs that ended since the last pass and claim due jobs for the free
         slots, theirs included. On PostgreSQL the outcomes and the ordinary claim go in one
         round trip and one transaction (claim_batch(finish=...)); elsewhere one transaction
-        after the other. Either way the heartbeat waits (Outbox's lock) only for the
-        outcomes and that one statement: limited jobs, whose claims may wait for their
-        groups' locks, are claimed after it, so a short lock is never extended late. The
-        claimed jobs start once the ended runs' slots are free."""
+        after the other. Limited jobs, whose claims may wait for their groups' locks, are
+        claimed after that statement, so the outcomes never wait for a group. The heartbeat
+        waits for none of this (beat()). The claimed jobs start once the ended runs' slots
+        are free."""
         result: claiming.ClaimResult | None = None
 
         def finish(outcomes: list[claiming.Outcome]) -> None:
@@ -480,12 +477,12 @@ class Worker:
         youngest = max(begun)
         if now - youngest < QUICK_RUN:
             return youngest + QUICK_RUN - now
-        # Under the heartbeat's lock: it never extends (and reports lost) a lock given up here.
-        with self._writing:
-            waiting = pool.withdraw()
-            with self._lock:
-                for entry in waiting:
-                    self._running.pop(entry.key, None)
+        waiting = pool.withdraw()
+        with self._lock:
+            for entry in waiting:
+                # Out of the heartbeat's hands before the release clears its lock token: a
+                # beat that still extends it does not report it lost (beat()).
+                self._running.pop(entry.key, None)
         self._quick = False
         for entry in waiting:
             self.claimed_count -= 1
@@ -656,25 +653,39 @@ class Worker:
         """Extend the locks of this worker's jobs, mark it alive, look for cancels.
 
         Nothing else runs on this thread: recovery (_recovery_loop()) may wait for a row or
-        a loaded database, and must never hold back a lock's extension."""
+        a loaded database, and must never hold back a lock's extension. Nor does the
+        extension wait for the outcome writer, or for any row: a row another transaction
+        holds is extended at the next beat (claiming.extend_locks())."""
         assert self._record is not None
-        with self._writing:
-            with self._lock:
-                entries = list(self._running.values())
-            by_lifetime: dict[float, list[Job]] = {}
-            for entry in entries:
-                by_lifetime.setdefault(entry.lock_lifetime, []).append(entry.job)
-            sent = time.monotonic()
-            lost: set[int] = set()
-            for lifetime, jobs in by_lifetime.items():
-                lost |= claiming.extend_locks(jobs, lifetime, using=self.using)
-            for pk in sorted(lost):
-                logger.warning(
-                    "Worker %s lost the lock of job %s; its result will be discarded.",
-                    self.worker_id,
-                    pk,
-                )
-        self._warn_if_late([entry for entry in entries if entry.job.pk not in lost], sent)
+        with self._lock:
+            entries = list(self._running.values())
+        by_lifetime: dict[float, list[Job]] = {}
+        for entry in entries:
+            by_lifetime.setdefault(entry.lock_lifetime, []).append(entry.job)
+        sent = time.monotonic()
+        lost: set[int] = set()
+        held: set[int] = set()
+        for lifetime, jobs in by_lifetime.items():
+            extension = claiming.extend_locks(jobs, lifetime, using=self.using)
+            lost |= extension.lost
+            held |= extension.held
+        with self._lock:
+            # Written since the snapshot (its outcome, or handed back): its claim is over,
+            # not lost. The outcome writer says so itself if its write found the lock gone.
+            lost_entries = [
+                entry
+                for entry in entries
+                if entry.job.pk in lost
+                and entry.outcome is None
+                and self._running.get(entry.key) is entry
+            ]
+        for entry in sorted(lost_entries, key=lambda entry: entry.job.pk):
+            logger.warning(
+                "Worker %s lost the lock of job %s; its result will be discarded.",
+                self.worker_id,
+                entry.job.pk,
+            )
+        self._warn_if_late([entry for entry in entries if entry.job.pk not in lost | held], sent)
         if not claiming.heartbeat(self._record, self.expires_after):
             self._register()  # presumed dead after a long pause: come back
         self.stop_cancelled()
