@@ -86,7 +86,7 @@ def test_a_failed_beat_is_retried_after_the_back_off_not_a_period_later(start_wo
     # A 6-second lock is extended every 2 s. When a beat fails (its connection dropped), the
     # next try comes after the 0.2 s back-off; it came a whole period later before, so two
     # failures in a row let the lock lapse.
-    job = now("sleep", {"seconds": 10})
+    job = now("sleep", {"seconds": 7})
     worker = start_worker("--worker-id", "beats", "--lock-lifetime", "6", "--max-jobs", "1")
     wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists())
     time.sleep(2.5)  # a beat on a healthy connection

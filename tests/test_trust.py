@@ -412,13 +412,15 @@ def test_a_job_scheduled_now_is_due_within_the_same_millisecond_of_sqlites_clock
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_workers_with_different_lock_lifetimes_leave_each_other_alive(start_worker):
-    slow = start_worker("--worker-id", "long-lock", "--lock-lifetime", "30")
+    slow = start_worker("--worker-id", "long-lock", "--lock-lifetime", "9")
     wait_for(lambda: Worker.objects.filter(worker_id="long-lock").exists())
     first = Worker.objects.get(worker_id="long-lock")
     fast = start_worker("--worker-id", "short-lock", "--lock-lifetime", "1.5")
     wait_for(lambda: Worker.objects.filter(worker_id="short-lock").exists())
-    # The fast worker beats every 0.5 s and deletes dead rows; the slow one beats every 10 s.
-    time.sleep(12)
+    # The fast worker beats every 0.5 s and deletes rows it judges dead; the slow one beats
+    # every 3 s. Judged by the fast one's 1.5 s, the slow one's row would be dead between
+    # its beats, deleted, and written again (a new pk) at its next beat.
+    time.sleep(4.5)
     again = Worker.objects.get(worker_id="long-lock")
     assert again.pk == first.pk, "the long-lock worker's row was deleted and re-registered"
     assert set(Worker.objects.alive().values_list("worker_id", flat=True)) == {
