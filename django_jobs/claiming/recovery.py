@@ -37,35 +37,54 @@ def extend_locks(jobs: Iterable[Job], lock_lifetime: float, using: str = "defaul
     jobs = list(jobs)
     if not jobs:
         return Extension(set(), set())
-    rows = Job.objects.using(using).filter(held_by(jobs), state=JobState.RUNNING)
     until = db_now_plus(lock_lifetime)
-    if not connections[using].features.has_select_for_update_skip_locked:
+    if not _skips_locked_rows(using):
+        rows = Job.objects.using(using).filter(held_by(jobs), state=JobState.RUNNING)
         if rows.update(locked_until=until) == len(jobs):
             return Extension(set(), set())
         kept = set(rows.values_list("pk", "lock_token"))
         return Extension({job.pk for job in jobs if (job.pk, job.lock_token) not in kept}, set())
     with write_transaction(using):
-        free = rows.select_for_update(skip_locked=True).order_by("pk")
-        kept = set(free.values_list("pk", "lock_token"))
+        # Locked by primary key alone: InnoDB locks every index record a plan reads, so a
+        # plan through another index could take (or pass over) the rows of other jobs.
+        locked = {
+            pk: (token, state)
+            for pk, token, state in Job.objects.using(using)
+            .filter(pk__in={job.pk for job in jobs})
+            .select_for_update(skip_locked=True)
+            .order_by("pk")
+            .values_list("pk", "lock_token", "state")
+        }
+        kept = {
+            (job.pk, job.lock_token)
+            for job in jobs
+            if locked.get(job.pk) == (job.lock_token, JobState.RUNNING)
+        }
         if kept:
             Job.objects.using(using).filter(pk__in={pk for pk, _ in kept}).update(
                 locked_until=until
             )
-    if len(kept) == len(jobs):
-        return Extension(set(), set())
     # Match on the token too: after a long pause this worker may hold a row twice, under its
-    # old claim (lost) and a new one. What was not locked is lost, or held by another
-    # transaction: its committed row still names this claim.
-    missing = [job for job in jobs if (job.pk, job.lock_token) not in kept]
+    # old claim (lost) and a new one. A row not locked is held by another transaction, or
+    # lost: held if its committed row still names this claim.
+    lost = {job.pk for job in jobs if job.pk in locked and (job.pk, job.lock_token) not in kept}
+    absent = [job for job in jobs if job.pk not in locked]
+    if not absent:
+        return Extension(lost, set())
     still = set(
         Job.objects.using(using)
-        .filter(held_by(missing), state=JobState.RUNNING)
+        .filter(held_by(absent), state=JobState.RUNNING)
         .values_list("pk", "lock_token")
     )
-    return Extension(
-        {job.pk for job in missing if (job.pk, job.lock_token) not in still},
-        {job.pk for job in missing if (job.pk, job.lock_token) in still},
-    )
+    held = {job.pk for job in absent if (job.pk, job.lock_token) in still}
+    return Extension(lost | {job.pk for job in absent} - held, held)
+
+
+def _skips_locked_rows(using: str) -> bool:
+    """Whether `using` can pass over rows another transaction holds (SELECT ... FOR UPDATE
+    SKIP LOCKED); not SQLite, which has no row locks: a writer there waits for the database
+    as a whole."""
+    return bool(connections[using].features.has_select_for_update_skip_locked)
 
 
 # The columns recovery reads: never the data or the result, which a bad row may hold in a
