@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +82,31 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
+
+
+@contextlib.contextmanager
+def row_held(rows: Any) -> Iterator[None]:
+    """Another connection holds the one row of the queryset `rows` (SELECT ... FOR UPDATE)
+    until the block ends, as an admin action or a project's long transaction would."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:  # a connection of its own: Django's are per thread
+            with transaction.atomic():
+                rows.select_for_update().get()
+                holding.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10), "the row could not be locked"
+        yield
+    finally:
+        release.set()
+        holder.join(30)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.05) -> None:

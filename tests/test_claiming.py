@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, connections
 from django.utils import timezone
 
 from django_jobs import now, schedule
@@ -24,6 +24,7 @@ from django_jobs.models import (
 from django_jobs.worker import Worker
 from tests.claiming_support import LOCK, claim_jobs, finish
 from tests.clock_support import db_time
+from tests.conftest import row_held
 from tests.testapp.models import Execution
 
 
@@ -273,28 +274,11 @@ def test_extend_locks_skips_a_row_another_transaction_holds_and_extends_the_othe
     held_job, free_job = claim_jobs(lock_lifetime=5)
     for job in (held_job, free_job):
         expire(job)
-    holding, release_row = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                Job.objects.select_for_update().get(pk=held_job.pk)
-                holding.set()
-                release_row.wait(30)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(10)
+    with row_held(Job.objects.filter(pk=held_job.pk)):
         # It returns at once: the held row is left for the next beat, neither extended nor
         # lost; the other is extended.
         assert extend_locks([held_job, free_job], 60) == (set(), {held_job.pk})
         assert list(Job.objects.stale().values_list("pk", flat=True)) == [held_job.pk]
-    finally:
-        release_row.set()
-        holder.join(30)
     assert extend_locks([held_job, free_job], 60) == (set(), set())
     assert not Job.objects.stale().exists()
 

@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -26,7 +26,7 @@ from django_jobs.recurring import removed_note
 from django_jobs.registry import Registry
 from django_jobs.sync import recurring_key, sync_recurring
 from tests.clock_support import db_time
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import ROOT, WorkerProcess, row_held, wait_for
 from tests.testapp.models import Execution
 
 # Levels of nesting Python cannot decode at its normal limits (3.13 reads 1,000 levels,
@@ -97,76 +97,19 @@ def test_a_short_per_job_lock_never_lapses_on_a_healthy_worker(start_worker):
     ]
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_a_short_lock_is_kept_while_recovery_waits_for_a_row(start_worker):
-    # Recovery may wait: for a row another transaction holds, or on a loaded machine (a CI
-    # run of the chaos test saw a live worker lose two 1-second locks, and their jobs run
-    # twice, while its recovery took 1.8 s). The locks of running jobs must not wait with it.
-    if connection.vendor == "sqlite":
-        pytest.skip("SQLite has no row locks: one writer waits for the whole database.")
-    dead = now("short-lock", {"seconds": 0})
-    Job.objects.filter(pk=dead.pk).update(
-        state=JobState.RUNNING,
-        locked_by="dead-worker",
-        lock_token="dead-token",
-        locked_until=timezone.now() - timedelta(minutes=5),
-        next_run_at=None,
-    )
-    holding, release = threading.Event(), threading.Event()
-
-    def hold_the_stale_row() -> None:
-        # A connection of its own (Django's are per thread) keeps the row locked.
-        try:
-            with transaction.atomic():
-                Job.objects.select_for_update().get(pk=dead.pk)
-                holding.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold_the_stale_row)
-    holder.start()
-    try:
-        assert holding.wait(10)
-        job, worker = run_short_lock_job(start_worker, "waits", 5)
-        # The worker's recovery now waits for the stale row; its job's 1-second lock must
-        # still be extended every third of a second.
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
-            # On failure, the worker's log says whether an extension came late, and how late.
-            assert not Job.objects.stale().filter(pk=job.pk).exists(), (
-                f"the running job's lock lapsed while recovery waited:\n{worker.output()}"
-            )
-            time.sleep(0.1)
-    finally:
-        release.set()
-        holder.join()
-    assert worker.wait(timeout=60) == 0, worker.output()
-    assert "lost the lock" not in worker.output()
-    job.refresh_from_db()
-    assert job.state == JobState.SUCCEEDED
-    assert list(JobRun.objects.filter(job=job).values_list("outcome", flat=True)) == [
-        RunOutcome.SUCCEEDED
-    ]
-    # Once the row is free, the same worker recovers it.
-    wait_for(lambda: JobRun.objects.filter(job=dead, outcome=RunOutcome.ORPHANED).exists())
-    assert "was extended" not in worker.output(), "a healthy worker warned of a late extension"
-
-
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_a_short_lock_is_kept_while_recovery_waits_for_a_run_row(start_worker):
-    # As above, with recovery waiting in the middle of its transaction.
-    # Here recovery has already rewritten the stale job's row when it waits, for the row of
-    # its run, which it marks orphaned.
-    if connection.vendor == "sqlite":
-        pytest.skip("SQLite has no row locks: one writer waits for the whole database.")
-    if connection.vendor == "mysql":
-        pytest.skip(
-            "Known on MariaDB 10.11, before and after the heartbeat took SKIP LOCKED: the "
-            "live job's extension is held up for as long as recovery waits (3.8 to 4.3 s)."
+def _kept_for(job: Job, worker: WorkerProcess, seconds: float, while_: str) -> None:
+    """The running `job`'s short lock is never stale for `seconds`; on failure, the worker's
+    log says whether an extension came late, and how late."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert not Job.objects.stale().filter(pk=job.pk).exists(), (
+            f"the running job's lock lapsed while {while_}:\n{worker.output()}"
         )
+        time.sleep(0.1)
+
+
+def _stale_job() -> Job:
+    """A short-lock job whose worker died five minutes ago: recovery takes it back."""
     dead = now("short-lock", {"seconds": 0})
     Job.objects.filter(pk=dead.pk).update(
         state=JobState.RUNNING,
@@ -177,39 +120,17 @@ def test_a_short_lock_is_kept_while_recovery_waits_for_a_run_row(start_worker):
         attempts=1,
     )
     dead.refresh_from_db()
-    dead_run = new_run(
-        dead, worker_id="dead-worker", lock_token="dead-token", started_at=timezone.now()
-    )
-    dead_run.save()
-    holding, release = threading.Event(), threading.Event()
+    return dead
 
-    def hold_the_stale_row() -> None:
-        # A connection of its own (Django's are per thread) keeps the row locked.
-        try:
-            with transaction.atomic():
-                JobRun.objects.select_for_update().get(pk=dead_run.pk)
-                holding.set()
-                release.wait(30)
-        finally:
-            connection.close()
 
-    holder = threading.Thread(target=hold_the_stale_row)
-    holder.start()
-    try:
-        assert holding.wait(10)
-        job, worker = run_short_lock_job(start_worker, "waits-run", 5)
-        # The worker's recovery now waits for the stale run's row; its job's 1-second lock must
-        # still be extended every third of a second.
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
-            # On failure, the worker's log says whether an extension came late, and how late.
-            assert not Job.objects.stale().filter(pk=job.pk).exists(), (
-                f"the running job's lock lapsed while recovery waited:\n{worker.output()}"
-            )
-            time.sleep(0.1)
-    finally:
-        release.set()
-        holder.join()
+def _kept_while_recovery_waits(start_worker, dead: Job, held: Any, worker_id: str) -> None:
+    """While another connection holds `held`, which the recovery of `dead` waits for, a
+    short-lock job on the same worker keeps its lock; then the worker recovers `dead`."""
+    with row_held(held):
+        job, worker = run_short_lock_job(start_worker, worker_id, 5)
+        # The worker's recovery now waits for the row; its job's 1-second lock must still
+        # be extended every third of a second.
+        _kept_for(job, worker, 4, "recovery waited")
     assert worker.wait(timeout=60) == 0, worker.output()
     assert "lost the lock" not in worker.output()
     job.refresh_from_db()
@@ -220,6 +141,36 @@ def test_a_short_lock_is_kept_while_recovery_waits_for_a_run_row(start_worker):
     # Once the row is free, the same worker recovers it.
     wait_for(lambda: JobRun.objects.filter(job=dead, outcome=RunOutcome.ORPHANED).exists())
     assert "was extended" not in worker.output(), "a healthy worker warned of a late extension"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_short_lock_is_kept_while_recovery_waits_for_a_row(start_worker):
+    # Recovery may wait: for a row another transaction holds, or on a loaded machine (a CI
+    # run of the chaos test saw a live worker lose two 1-second locks, and their jobs run
+    # twice, while its recovery took 1.8 s). The locks of running jobs must not wait with it.
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no row locks: one writer waits for the whole database.")
+    dead = _stale_job()
+    _kept_while_recovery_waits(start_worker, dead, Job.objects.filter(pk=dead.pk), "waits")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_short_lock_is_kept_while_recovery_waits_for_a_run_row(start_worker):
+    # As above, with recovery waiting in the middle of its transaction: it has rewritten the
+    # stale job's row when it waits for the row of its run, which it marks orphaned.
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no row locks: one writer waits for the whole database.")
+    if connection.vendor == "mysql":
+        pytest.skip(
+            "Known on MariaDB 10.11, before and after the heartbeat took SKIP LOCKED: the "
+            "live job's extension is held up for as long as recovery waits (3.8 to 4.3 s)."
+        )
+    dead = _stale_job()
+    run = new_run(dead, worker_id="dead-worker", lock_token="dead-token", started_at=timezone.now())
+    run.save()
+    _kept_while_recovery_waits(start_worker, dead, JobRun.objects.filter(pk=run.pk), "waits-run")
 
 
 @pytest.mark.slow
@@ -234,33 +185,11 @@ def test_a_short_lock_is_kept_while_an_outcome_waits_for_its_row(start_worker, t
     ending = now("append-line", {"path": str(tmp_path / "ran.txt"), "seconds": 1.5})
     worker = start_worker("--worker-id", "held", "--lock-lifetime", "9", "--concurrency", "2")
     wait_for(lambda: Job.objects.filter(state=JobState.RUNNING).count() == 2)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold_the_ending_row() -> None:
-        try:
-            with transaction.atomic():
-                Job.objects.select_for_update().get(pk=ending.pk)
-                holding.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold_the_ending_row)
-    holder.start()
-    try:
-        assert holding.wait(10)
+    with row_held(Job.objects.filter(pk=ending.pk)):
         # The job ends about a second from now and its outcome then waits for the row; the
         # short job's 1-second lock must be extended every third of a second all along.
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
-            assert not Job.objects.stale().filter(pk=short.pk).exists(), (
-                f"the running job's lock lapsed while an outcome waited:\n{worker.output()}"
-            )
-            time.sleep(0.1)
+        _kept_for(short, worker, 4, "an outcome waited")
         assert (tmp_path / "ran.txt").exists()  # it did end, and its outcome waited
-    finally:
-        release.set()
-        holder.join()
     wait_for(lambda: Job.objects.filter(state=JobState.SUCCEEDED).count() == 2, timeout=30)
     output = worker.output()
     assert "lost the lock" not in output, output
