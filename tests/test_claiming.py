@@ -11,7 +11,15 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from django_jobs import now, schedule
-from django_jobs.claiming import Failure, claims, extend_locks, recover_stale, release
+from django_jobs.claiming import (
+    Failure,
+    Outcome,
+    claims,
+    extend_locks,
+    finish_many,
+    recover_stale,
+    release,
+)
 from django_jobs.models import (
     RECURRING_KEY_PREFIX,
     DbNow,
@@ -358,6 +366,33 @@ def test_recover_stale_records_an_orphaned_run_and_retries():
     (again,) = claim_jobs("rescuer")
     assert again.attempts == 2
     assert again.run.attempt == 2
+
+
+@pytest.mark.django_db
+def test_a_second_finish_at_the_same_instant_is_not_written():
+    # CI saw it on SQLite: two finishes of one claim within a millisecond, and the second
+    # reported written, since the check of a batch that matched fewer rows compared finish
+    # times. Whether a row still matches its claim is now read, not guessed.
+    due("sleep")
+    (claimed,) = claim_jobs()
+    at = db_time()
+    first = Outcome(claimed, claimed.run, result={"n": 1}, finished_at=at)
+    assert finish_many([first]) == [True]
+    again = Outcome(claimed, claimed.run, result={"n": 2}, finished_at=at)
+    assert finish_many([again]) == [False]
+    assert Job.objects.get(pk=claimed.pk).result == {"n": 1}
+
+
+@pytest.mark.django_db
+def test_a_batch_writes_the_outcomes_still_held_and_not_the_lost_one():
+    due("sleep"), due("sleep")
+    kept, lost = claim_jobs("w1")
+    Job.objects.filter(pk=lost.pk).update(lock_token="taken-over")  # recovered and reclaimed
+    outcomes = [Outcome(job, job.run, result={"pk": job.pk}) for job in (kept, lost)]
+    assert finish_many(outcomes) == [True, False]
+    assert Job.objects.get(pk=kept.pk).state == JobState.SUCCEEDED
+    row = Job.objects.get(pk=lost.pk)
+    assert (row.state, row.lock_token, row.result) == (JobState.RUNNING, "taken-over", None)
 
 
 @pytest.mark.django_db
