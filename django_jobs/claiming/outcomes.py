@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -171,12 +171,12 @@ def finish_many(outcomes: Sequence[Outcome], using: str = "default") -> list[boo
         return finishing.done(fetch_all(connections[using], finishing.sql, finishing.params))
     planned = _planned(outcomes, using)
     try:
-        written = _write_planned(planned, using, None)
+        written = _write_planned(planned, using, recheck=False)
     except _LockLost:
         # Rare: another worker took over some of these jobs. Rolled back, then written again
-        # with the rows still held looked up first, under the same write lock: the update
-        # alone cannot tell which of its rows matched.
-        written = _write_planned(planned, using, _still_held(outcomes, using))
+        # with the rows still held read first, under the same write lock: the update alone
+        # cannot tell which of its rows matched.
+        written = _write_planned(planned, using, recheck=True)
     _warn_lost(outcomes, written)
     _show_written(planned, written)
     return written
@@ -186,40 +186,28 @@ class _LockLost(Exception):
     """Fewer job rows matched their claims than outcomes were written (finish_many())."""
 
 
-def _still_held(outcomes: Sequence[Outcome], using: str) -> Callable[[], list[bool]]:
-    """Which outcomes' jobs their claims still hold, read inside _write_planned()'s
-    transaction (locked where the database has row locks; SQLite's transaction holds its
-    one write lock already)."""
-
-    def read() -> list[bool]:
-        rows = Job.objects.using(using).filter(
-            held_by(o.job for o in outcomes), state=JobState.RUNNING
-        )
-        if connections[using].features.has_select_for_update:
-            rows = rows.select_for_update()
-        held = set(rows.values_list("pk", "lock_token"))
-        return [(o.job.pk, o.job.lock_token) in held for o in outcomes]
-
-    return read
-
-
-def _write_planned(
-    planned: list[Planned], using: str, held: Callable[[], list[bool]] | None
-) -> list[bool]:
+def _write_planned(planned: list[Planned], using: str, *, recheck: bool) -> list[bool]:
     """Write `planned` in one transaction (finish_many() off PostgreSQL); which were written.
 
-    Without `held`, every job row must match its claim, else nothing is written and
-    _LockLost is raised; with it, only the rows it says are still held are written.
+    Without `recheck`, every job row must match its claim, else nothing is written and
+    _LockLost is raised. With it, the rows still held are read first (locked where the
+    database has row locks; SQLite's transaction holds its one write lock already) and only
+    those are written.
     """
     with write_transaction(using):
-        written = [True] * len(planned) if held is None else held()
+        written = [True] * len(planned)
+        if recheck:
+            jobs = [outcome.job for outcome, _, _ in planned]
+            still = Job.objects.using(using).filter(held_by(jobs), state=JobState.RUNNING)
+            held = set(still.select_for_update().values_list("pk", "lock_token"))
+            written = [(job.pk, job.lock_token) in held for job in jobs]
         for indexes in _groups(planned).values():
             mine = [i for i in indexes if written[i]]
             if not mine:
                 continue
             rows = _job_rows(planned, mine)
             where = {"id": None, "lock_token": None, "state": JobState.RUNNING.value}
-            if update_each(Job, rows, where, using) != len(mine) and held is None:
+            if update_each(Job, rows, where, using) != len(mine) and not recheck:
                 raise _LockLost  # rolls this transaction back
         run_rows = [(fields, [o.run.pk]) for o, _, fields in planned if o.run is not None]
         if run_rows:

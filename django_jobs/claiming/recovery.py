@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 from django.db.models import F
 
 from ..db import DbNow, db_now_plus, write_transaction
@@ -37,16 +37,11 @@ def extend_locks(jobs: Iterable[Job], lock_lifetime: float, using: str = "defaul
     jobs = list(jobs)
     if not jobs:
         return Extension(set(), set())
-    until = db_now_plus(lock_lifetime)
-    if not _skips_locked_rows(using):
-        rows = Job.objects.using(using).filter(held_by(jobs), state=JobState.RUNNING)
-        if rows.update(locked_until=until) == len(jobs):
-            return Extension(set(), set())
-        kept = set(rows.values_list("pk", "lock_token"))
-        return Extension({job.pk for job in jobs if (job.pk, job.lock_token) not in kept}, set())
     with write_transaction(using):
         # Locked by primary key alone: InnoDB locks every index record a plan reads, so a
         # plan through another index could take (or pass over) the rows of other jobs.
+        # SQLite has no row locks (Django drops FOR UPDATE there): its transaction waits for
+        # the one write lock, and every row is read.
         locked = {
             pk: (token, state)
             for pk, token, state in Job.objects.using(using)
@@ -62,7 +57,7 @@ def extend_locks(jobs: Iterable[Job], lock_lifetime: float, using: str = "defaul
         }
         if kept:
             Job.objects.using(using).filter(pk__in={pk for pk, _ in kept}).update(
-                locked_until=until
+                locked_until=db_now_plus(lock_lifetime)
             )
     # Match on the token too: after a long pause this worker may hold a row twice, under its
     # old claim (lost) and a new one. A row not locked is held by another transaction, or
@@ -77,14 +72,8 @@ def extend_locks(jobs: Iterable[Job], lock_lifetime: float, using: str = "defaul
         .values_list("pk", "lock_token")
     )
     held = {job.pk for job in absent if (job.pk, job.lock_token) in still}
-    return Extension(lost | {job.pk for job in absent} - held, held)
-
-
-def _skips_locked_rows(using: str) -> bool:
-    """Whether `using` can pass over rows another transaction holds (SELECT ... FOR UPDATE
-    SKIP LOCKED); not SQLite, which has no row locks: a writer there waits for the database
-    as a whole."""
-    return bool(connections[using].features.has_select_for_update_skip_locked)
+    lost |= {job.pk for job in absent if job.pk not in held}
+    return Extension(lost, held)
 
 
 # The columns recovery reads: never the data or the result, which a bad row may hold in a

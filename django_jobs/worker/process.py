@@ -685,7 +685,8 @@ class Worker:
                 self.worker_id,
                 entry.job.pk,
             )
-        self._warn_if_late([entry for entry in entries if entry.job.pk not in lost | held], sent)
+        not_extended = lost | held
+        self._warn_if_late([entry for entry in entries if entry.job.pk not in not_extended], sent)
         if not claiming.heartbeat(self._record, self.expires_after):
             self._register()  # presumed dead after a long pause: come back
         self.stop_cancelled()

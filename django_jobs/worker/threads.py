@@ -32,8 +32,7 @@ class JobThreads(Generic[T]):
     def submit(self, item: T, in_flight: int) -> None:
         """Hand `item` to a thread; `in_flight` is how many submitted items have not ended,
         this one included: the threads grow to that number, up to `size`."""
-        with self._gate:
-            self._waiting[id(item)] = item
+        self._waiting[id(item)] = item  # one dict operation, atomic: no lock on the hot path
         self._items.put(item)
         if len(self._threads) < min(self._size, in_flight):
             thread = threading.Thread(
@@ -59,9 +58,13 @@ class JobThreads(Generic[T]):
     def withdraw(self) -> list[T]:
         """The submitted items no thread has started, in the order submitted; none of them
         will start (the caller hands their jobs back)."""
+        items = []
         with self._gate:
-            items = list(self._waiting.values())
-            self._waiting.clear()
+            for key in list(self._waiting):
+                # One pop each, as a starting thread's: an item submitted meanwhile stays.
+                item = self._waiting.pop(key, None)
+                if item is not None:
+                    items.append(item)
         return items
 
     def close(self) -> None:
