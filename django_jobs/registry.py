@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from .conf import settings
 from .exceptions import InvalidJobDefinition, InvalidSchedule, UnknownJob
 from .schedules import Schedule, get_timezone, parse_schedule
 from .validation import (
@@ -56,8 +57,6 @@ class JobDefinition:
 
     def timeout_seconds(self) -> float | None:
         """Seconds a run may take before it is stopped, or None for no limit."""
-        from .conf import settings
-
         if self.timeout is not None:
             return self.timeout.total_seconds()
         return settings.DEFAULT_TIMEOUT
@@ -175,8 +174,6 @@ def job(
       docs/controls.md) and the run is "timed out", a failed attempt that is retried within
       max_attempts (default: DJANGO_JOBS["DEFAULT_TIMEOUT"], None for no limit).
     """
-    from .conf import settings
-
     check_job_name(name, error=InvalidJobDefinition)
     where = f" for job {name!r}"
     parsed_schedule = parse_schedule(schedule) if schedule is not None else None

@@ -22,9 +22,9 @@ def send_signal(signal: Signal, **kwargs: Any) -> None:
     lock expired and then record it as orphaned. send_robust() logs the traceback to
     "django.dispatch"; this says which job it was.
     """
-    from .models import Job  # the sender; the models load after this module
-
-    for receiver, response in signal.send_robust(sender=Job, **kwargs):
+    if not signal.receivers:
+        return  # the common case, checked first: a worker sends three a run
+    for receiver, response in signal.send_robust(sender=_sender(), **kwargs):
         if isinstance(response, Exception):
             logger.error(
                 "Receiver %s of a django_jobs signal raised %s: %s (job %s).",
@@ -33,3 +33,10 @@ def send_signal(signal: Signal, **kwargs: Any) -> None:
                 response,
                 kwargs.get("job"),
             )
+
+
+def _sender() -> Any:
+    """Job, the sender of every job signal (the models load after this module)."""
+    from .models import Job
+
+    return Job

@@ -623,6 +623,41 @@ def test_a_claim_sends_post_init_for_its_jobs_only_when_someone_listens():
 
 
 @pytest.mark.django_db
+def test_a_claimed_run_is_built_as_loaded_and_its_job_key_still_acts_as_a_foreign_key():
+    """A claim's runs skip Model.__init__ like its jobs (their job_id's descriptor only drops
+    a cached job, which a new instance has not): each is the row as stored, its job cached;
+    a post_init receiver for JobRun still sees every one."""
+    from django.db.models.signals import post_init
+
+    job = due()
+    [claimed] = claim_jobs()
+    run = claimed.run
+    assert run._state.db == "default" and run._state.adding is False
+    stored = JobRun.objects.get(pk=run.pk)
+    fields = [f.attname for f in JobRun._meta.concrete_fields]
+    assert {a: getattr(run, a) for a in fields} == {a: getattr(stored, a) for a in fields}
+    job_field = JobRun._meta.get_field("job")
+    assert job_field.is_cached(run) and run.job is claimed and run.job_id == job.pk
+    run.job_id = job.pk  # the same key keeps the cached job, as Django's descriptor does
+    assert job_field.is_cached(run)
+    run.job_id = job.pk + 1  # another key drops it
+    assert not job_field.is_cached(run)
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    post_init.connect(receiver, sender=JobRun)
+    try:
+        due()
+        [claimed] = claim_jobs()
+    finally:
+        post_init.disconnect(receiver, sender=JobRun)
+    # The run itself (SQLite and MariaDB make it before its row is inserted: no key yet).
+    assert seen == [claimed.run] and seen[0] is claimed.run
+
+
+@pytest.mark.django_db
 @pytest.mark.skipif(
     connection.vendor != "mysql",
     reason="Handler_read_rnd_next (rows read by table scans) is MySQL's and MariaDB's; the "

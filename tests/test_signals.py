@@ -16,6 +16,7 @@ from django_jobs.exceptions import UnknownJob
 from django_jobs.models import Job, JobRun, JobState, RunOutcome
 from django_jobs.signals import job_failed, job_started, job_succeeded
 from django_jobs.worker import Worker
+from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,6 +152,27 @@ def test_a_failing_receiver_does_not_break_the_run(received, caplog):
     ]
     assert len(errors) == 2
     assert all(r.levelno == logging.ERROR and f"record #{job.pk}" in r.getMessage() for r in errors)
+
+
+def test_a_job_thread_closes_the_connections_its_jobs_open():
+    # As around a request: the connection a job opened on its thread (CONN_MAX_AGE is 0
+    # here) is closed once its run is over.
+    from django.db import connections
+
+    wrappers: dict[str, Any] = {}
+
+    def keep(job: Job, **kwargs: Any) -> None:
+        # On the job's thread, once its outcome is written (someone listens).
+        wrappers[job.name] = connections["default"]
+
+    job_succeeded.connect(keep, dispatch_uid="test-keep-connection")
+    try:
+        now("record")
+        run_worker(concurrency=1)
+        assert wrappers["record"].connection is None
+        assert Execution.objects.count() == 1  # the job did open one
+    finally:
+        job_succeeded.disconnect(dispatch_uid="test-keep-connection")
 
 
 def test_logging_goes_to_the_django_jobs_logger(caplog):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from ..models import Job, JobRun, JobState, RunOutcome
 from ..notify import wake_workers
 from ..recurring import next_slot
 from .sql import (
-    concrete_field,
     database_now,
     fetch_all,
     qualified_column,
@@ -282,12 +282,19 @@ def _show_written(planned: list[Planned], written: list[bool]) -> None:
 
 
 def _set_fields(instance: Model, fields: dict[str, Any]) -> None:
+    attnames = _attnames(type(instance))
     for name, value in fields.items():
-        attname = concrete_field(type(instance), name).attname
+        attname = attnames[name]
         if hasattr(value, "resolve_expression"):
             instance.__dict__.pop(attname, None)  # deferred: read from the database on access
         else:
             setattr(instance, attname, value)
+
+
+@functools.cache
+def _attnames(model: type[Model]) -> dict[str, str]:
+    """Each concrete field's attribute, by field name: one lookup per value written."""
+    return {f.name: f.attname for f in model._meta.concrete_fields}
 
 
 def _warn_lost(outcomes: Sequence[Outcome], written: list[bool]) -> None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from django.db import connections, transaction
 from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.signals import post_init, pre_init
 from django.db.models.sql import UpdateQuery
 
@@ -189,11 +190,19 @@ def from_row(model: type[M], using: str, attnames: list[str], values: Sequence[A
 def _plain_attributes(model: type[Model]) -> bool:
     """Whether no concrete field's attribute sits behind a data descriptor (a FileField's,
     say), which __init__ would set through the descriptor rather than the instance's
-    __dict__."""
+    __dict__.
+
+    A foreign key's own (a run's `job_id`) counts as plain: it differs from a write to the
+    instance's __dict__ only by dropping a cached related object, which a new instance has
+    not."""
     return not any(
-        hasattr(inspect.getattr_static(model, field.attname, None), "__set__")
+        _sets_through(inspect.getattr_static(model, field.attname, None))
         for field in model._meta.concrete_fields
     )
+
+
+def _sets_through(descriptor: Any) -> bool:
+    return hasattr(descriptor, "__set__") and type(descriptor) is not ForeignKeyDeferredAttribute
 
 
 _READERS: weakref.WeakKeyDictionary[Any, dict[type[Model], Any]] = weakref.WeakKeyDictionary()

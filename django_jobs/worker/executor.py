@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
+from django.db.backends.signals import connection_created
 from django.dispatch import Signal
 
 from .. import claiming, instruments
@@ -105,7 +106,7 @@ def execute(entry: Running, report: Report) -> None:
     reaches the worker through its signal handler on the main thread, never through a job).
     """
     entry.begun = time.monotonic()
-    close_old_connections()
+    _close_old_connections()
     job, run = entry.job, entry.run
     entry.watch = instruments.watch(job, entry.started)
     try:
@@ -120,7 +121,7 @@ def execute(entry: Running, report: Report) -> None:
         send_signal(job_started, job=job, run=run)
         error: BaseException | None = None
         timeout = definition.timeout_seconds() if definition else settings.DEFAULT_TIMEOUT
-        with stopping.watched(job, entry.stop, timeout):
+        with stopping.Watched(job, entry.stop, timeout):
             try:
                 if entry.isolation == "process":
                     result = isolation.run_in_child(job, entry.stop)
@@ -152,7 +153,30 @@ def execute(entry: Running, report: Report) -> None:
     finally:
         if entry.watch is not None:
             entry.watch.close()
-        close_old_connections()
+        _close_old_connections()
+
+
+_thread = threading.local()  # .connected: this thread may hold an open connection
+
+
+def _connected(**kwargs: Any) -> None:
+    _thread.connected = True
+
+
+connection_created.connect(_connected, dispatch_uid="django_jobs.executor.connected")
+
+
+def _close_old_connections() -> None:
+    """Django's close_old_connections(), as around a request: a connection the job broke, or
+    one past CONN_MAX_AGE, is closed before and after each run. Skipped while this thread has
+    no connection open (Django tells each new one through connection_created), so a job that
+    never queries costs it nothing."""
+    if not getattr(_thread, "connected", False):
+        return
+    close_old_connections()
+    _thread.connected = any(
+        conn.connection is not None for conn in connections.all(initialized_only=True)
+    )
 
 
 def _runnable(job: Job) -> tuple[Callable[[Job], Any], JobDefinition | None]:

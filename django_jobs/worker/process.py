@@ -556,7 +556,7 @@ class Worker:
         receivers, so they see the job's new state."""
         entry.outcome = outcome
         entry.ended = time.monotonic()
-        if signal.has_listeners(Job):
+        if signal.receivers and signal.has_listeners(Job):
             entry.recorded = threading.Event()  # before the claim loop can write the run
         self._outbox.put(entry)
         self._wake.set()

@@ -19,7 +19,6 @@ with the first job that has a timeout, so jobs without one cost nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -181,15 +180,23 @@ def run_coroutine(func: Callable[[Job], Coroutine[Any, Any, Any]]) -> Callable[[
     return async_to_sync(guarded)
 
 
-@contextlib.contextmanager
-def watched(job: Job, stop: StopRequest, timeout: float | None) -> Any:
-    """Let `job` see `stop` while it runs, with its deadline if it has a timeout."""
-    job._stop = stop  # type: ignore[attr-defined]  # read by Job.stop_requested
-    if timeout:
-        deadlines.add(timeout, stop)
-    try:
-        yield stop
-    finally:
-        stop.close()
-        if timeout:
-            deadlines.discard(stop)
+class Watched:
+    """Let `job` see `stop` while it runs, with its deadline if it has a timeout.
+
+    A class rather than a generator: it is entered and left once per run of every job."""
+
+    __slots__ = ("_job", "_stop", "_timeout")
+
+    def __init__(self, job: Job, stop: StopRequest, timeout: float | None) -> None:
+        self._job, self._stop, self._timeout = job, stop, timeout
+
+    def __enter__(self) -> StopRequest:
+        self._job._stop = self._stop  # type: ignore[attr-defined]  # read by Job.stop_requested
+        if self._timeout:
+            deadlines.add(self._timeout, self._stop)
+        return self._stop
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.close()
+        if self._timeout:
+            deadlines.discard(self._stop)
